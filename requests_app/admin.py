@@ -1,0 +1,305 @@
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from . import service_area
+from .access import can_edit_requests, staff_role, visible_requests
+from .models import (
+    TRANSITIONS,
+    Channel,
+    CloseReason,
+    Comment,
+    ConcurrentChange,
+    Department,
+    HistoryEntry,
+    Photo,
+    Priority,
+    ServiceCategory,
+    ServiceRequest,
+    StaffProfile,
+    StaffRole,
+    Status,
+)
+from .services import Intake, request_submit
+
+STAFF_CHANNELS = [(c.value, c.label) for c in (Channel.PHONE, Channel.WALK_IN, Channel.EMAIL, Channel.SOCIAL)]
+
+
+@admin.register(Department)
+class DepartmentAdmin(admin.ModelAdmin):
+    list_display = ["name", "email", "is_active"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(ServiceCategory)
+class ServiceCategoryAdmin(admin.ModelAdmin):
+    list_display = ["name", "code", "group", "department", "sla_hours", "default_priority", "is_active"]
+    list_filter = ["group", "department", "is_active"]
+    search_fields = ["name", "code", "keywords"]
+    prepopulated_fields = {"code": ["name"]}
+
+
+@admin.register(StaffProfile)
+class StaffProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "role", "department"]
+    list_filter = ["role", "department"]
+
+
+class StaffIntakeForm(forms.ModelForm):
+    """A phone call or a visit at the counter, entered by staff."""
+
+    channel = forms.ChoiceField(choices=STAFF_CHANNELS, initial=Channel.PHONE)
+
+    class Meta:
+        model = ServiceRequest
+        fields = [
+            "channel",
+            "category",
+            "description",
+            "address",
+            "lat",
+            "lng",
+            "reporter_name",
+            "reporter_email",
+            "reporter_phone",
+            "language",
+        ]
+        widgets = {"language": forms.Select(choices=[("en", "English"), ("es", "Español")])}
+
+    def clean(self):
+        cleaned = super().clean()
+        lat, lng = cleaned.get("lat"), cleaned.get("lng")
+        if (lat is None) != (lng is None):
+            raise ValidationError(_("Give both latitude and longitude, or neither."))
+        if lat is not None and not service_area.contains(lat, lng):
+            self.add_error("lat", _("This location is outside the service area."))
+        if lat is None and not (cleaned.get("address") or "").strip():
+            self.add_error("address", _("Give an address or a map position."))
+        return cleaned
+
+
+class RequestWorkForm(forms.ModelForm):
+    """The change page: status, priority, department and comments, each with history."""
+
+    new_status = forms.ChoiceField(label=_("Change status to"), required=False)
+    status_note = forms.CharField(
+        label=_("Note shown to the resident with the status"), required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    close_reason_choice = forms.ChoiceField(
+        label=_("Reason (when closing without fix)"),
+        choices=[("", "—"), *CloseReason.choices],
+        required=False,
+    )
+    comment = forms.CharField(label=_("Add a comment"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    comment_is_public = forms.BooleanField(
+        label=_("Public (shown to the resident and emailed); leave unticked for an internal note"),
+        required=False,
+    )
+    loaded_at = forms.DateTimeField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = ServiceRequest
+        fields = ["priority", "department", "is_public"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = Status(self.instance.status)
+        self.fields["new_status"].choices = [("", "—")] + [
+            (s.value, s.label) for s in Status if s in TRANSITIONS[current]
+        ]
+        self.fields["loaded_at"].initial = self.instance.updated_at
+
+    def clean(self):
+        cleaned = super().clean()
+        stored = ServiceRequest.objects.filter(pk=self.instance.pk).values_list(
+            "updated_at", flat=True
+        ).first()
+        loaded = cleaned.get("loaded_at")
+        if loaded and stored and stored.replace(microsecond=0) != loaded.replace(microsecond=0):
+            raise ValidationError(
+                _("Someone else changed this request while you had it open. Reload the page "
+                  "to see their change, then make yours.")
+            )
+        if cleaned.get("new_status") == Status.CLOSED and not cleaned.get("close_reason_choice"):
+            self.add_error("close_reason_choice", _("Closing without a fix needs a reason."))
+        if cleaned.get("new_status") == Status.RECEIVED and not cleaned.get("status_note"):
+            self.add_error("status_note", _("Say why the request is reopened."))
+        return cleaned
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class HistoryInline(ReadOnlyInline):
+    model = HistoryEntry
+    fields = ["at", "actor_label", "action", "field", "old_value", "new_value", "note", "is_public"]
+    readonly_fields = fields
+    verbose_name_plural = _("History (append-only)")
+
+
+class CommentInline(ReadOnlyInline):
+    model = Comment
+    fields = ["created_at", "author_label", "visibility", "text"]
+    readonly_fields = fields
+    verbose_name_plural = _("Public comments and internal notes")
+
+    @admin.display(description=_("Visibility"))
+    def visibility(self, comment):
+        if comment.is_public:
+            return format_html('<strong style="color:#15803d">{}</strong>', _("Public comment"))
+        return format_html('<strong style="color:#b45309">{}</strong>', _("Internal note"))
+
+
+class PhotoInline(ReadOnlyInline):
+    model = Photo
+    fields = ["preview", "kind", "is_public", "uploaded_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("Photo"))
+    def preview(self, photo):
+        return format_html(
+            '<a href="{}"><img src="{}" style="max-height:120px" alt=""></a>',
+            photo.get_absolute_url(),
+            photo.get_thumbnail_url(),
+        )
+
+
+@admin.register(ServiceRequest)
+class ServiceRequestAdmin(admin.ModelAdmin):
+    list_display = [
+        "tracking_number", "category", "status", "priority", "department", "channel",
+        "address", "created_at", "due_at",
+    ]
+    list_filter = ["status", "priority", "department", "category", "channel"]
+    search_fields = ["tracking_number", "address", "description"]
+    list_select_related = ["category", "department"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "tracking_number", "category", "description", "address", "location", "channel",
+        "status", "reporter", "language", "created_at", "first_response_at", "resolved_at",
+        "due_at", "close_reason",
+    ]
+
+    def get_queryset(self, request):
+        return visible_requests(request.user).select_related("category", "department")
+
+    def get_ordering(self, request):
+        return ["-priority", "due_at"]
+
+    def has_add_permission(self, request):
+        return can_edit_requests(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return staff_role(request.user) is not None
+
+    def has_view_permission(self, request, obj=None):
+        return staff_role(request.user) is not None
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # requests are never deleted; close them instead
+
+    def has_module_permission(self, request):
+        return staff_role(request.user) is not None
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = RequestWorkForm if obj else StaffIntakeForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return StaffIntakeForm.Meta.fields
+        editable = [
+            "priority", "department", "is_public", "new_status", "status_note",
+            "close_reason_choice", "comment", "comment_is_public", "loaded_at",
+        ] if can_edit_requests(request.user) else []
+        return [*self.readonly_fields, *editable]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_inlines(self, request, obj):
+        return [HistoryInline, CommentInline, PhotoInline] if obj else []
+
+    @admin.display(description=_("Location"))
+    def location(self, obj):
+        if not obj.has_location:
+            return "—"
+        return format_html(
+            '{}, {} · <a href="https://www.openstreetmap.org/?mlat={}&mlon={}#map=18/{}/{}" '
+            'target="_blank" rel="noopener">{}</a>',
+            obj.lat, obj.lng, obj.lat, obj.lng, obj.lat, obj.lng, _("open map"),
+        )
+
+    @admin.display(description=_("Reporter (private)"))
+    def reporter(self, obj):
+        parts = [p for p in (obj.reporter_name, obj.reporter_email, obj.reporter_phone) if p]
+        return format_html_join(" · ", "{}", ((p,) for p in parts)) or "—"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            data = form.cleaned_data
+            created = request_submit(
+                Intake(
+                    category=data["category"],
+                    description=data["description"],
+                    channel=data["channel"],
+                    lat=data.get("lat"),
+                    lng=data.get("lng"),
+                    address=data.get("address") or "",
+                    reporter_name=data.get("reporter_name") or "",
+                    reporter_email=data.get("reporter_email") or "",
+                    reporter_phone=data.get("reporter_phone") or "",
+                    language=data.get("language") or "en",
+                    entered_by=request.user,
+                )
+            )
+            obj.pk = created.pk
+            obj.tracking_number = created.tracking_number
+            return
+        self._apply_work(request, obj, form)
+
+    def _apply_work(self, request, obj, form):
+        data = form.cleaned_data
+        stored = ServiceRequest.objects.get(pk=obj.pk)
+        try:
+            with transaction.atomic():
+                if "priority" in form.changed_data:
+                    ServiceRequest.objects.filter(pk=obj.pk).update(priority=data["priority"])
+                    stored.record(
+                        HistoryEntry.Action.FIELD, by=request.user, field="priority",
+                        old=Priority(stored.priority).label, new=Priority(data["priority"]).label,
+                    )
+                if "is_public" in form.changed_data:
+                    ServiceRequest.objects.filter(pk=obj.pk).update(is_public=data["is_public"])
+                    stored.record(
+                        HistoryEntry.Action.FIELD, by=request.user, field="is_public",
+                        old=stored.is_public, new=data["is_public"],
+                    )
+                if "department" in form.changed_data and data["department"]:
+                    stored.assign_department(data["department"], by=request.user, why=_("Changed by staff"))
+                if data.get("new_status"):
+                    stored.change_status(
+                        data["new_status"], by=request.user, note=data.get("status_note", ""),
+                        close_reason=data.get("close_reason_choice", ""),
+                    )
+                if data.get("comment"):
+                    stored.add_comment(
+                        data["comment"], by=request.user, public=data.get("comment_is_public", False)
+                    )
+        except (ConcurrentChange, ValidationError) as error:
+            messages.error(request, " ".join(error.messages))
+
+    def save_related(self, request, form, formsets, change):
+        pass  # the inlines are read-only and the add form has none

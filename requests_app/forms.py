@@ -1,0 +1,143 @@
+from itertools import groupby
+
+from django import forms
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+from . import service_area
+from .models import ServiceCategory
+from .photos import PhotoRejected, process_photo
+from .tracking import normalize_tracking_number
+
+
+class MultiplePhotoInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultiplePhotoField(forms.FileField):
+    widget = MultiplePhotoInput
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, list | tuple) else ([data] if data else [])
+        return [super(MultiplePhotoField, self).clean(f, initial) for f in files]
+
+
+def grouped_category_choices():
+    """Categories in <optgroup>s by their group, as residents look for them."""
+    categories = ServiceCategory.objects.active().order_by("group", "name")
+    choices = [("", _("Choose what the problem is"))]
+    for group, members in groupby(categories, key=lambda c: c.group):
+        choices.append((group, [(c.pk, c.name) for c in members]))
+    return choices
+
+
+class LocationFormMixin:
+    """lat/lng from the map (optional) and an address, checked against the service area."""
+
+    def clean_location(self, cleaned):
+        lat, lng = cleaned.get("lat"), cleaned.get("lng")
+        if (lat is None) != (lng is None):
+            self.add_error("address", _("The map position was incomplete; please pick it again."))
+            return
+        if lat is not None and not service_area.contains(lat, lng):
+            self.add_error(
+                "address",
+                _("That place is outside the area %(city)s serves. Please choose a location "
+                  "inside the city.") % {"city": settings.CITY_NAME},
+            )
+
+
+class ReportForm(LocationFormMixin, forms.Form):
+    category = forms.ModelChoiceField(
+        queryset=ServiceCategory.objects.active(), label=_("What is the problem?")
+    )
+    description = forms.CharField(
+        label=_("Describe it"),
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("What and where exactly, e.g. “Deep pothole in the bike lane by no. 12”."),
+    )
+    address = forms.CharField(
+        label=_("Address or place"),
+        max_length=255,
+        required=False,
+        help_text=_("Type an address, or pick the spot on the map."),
+    )
+    lat = forms.FloatField(required=False, widget=forms.HiddenInput, min_value=-90, max_value=90)
+    lng = forms.FloatField(
+        required=False, widget=forms.HiddenInput, min_value=-180, max_value=180
+    )
+    photos = MultiplePhotoField(
+        label=_("Photos"),
+        required=False,
+        widget=MultiplePhotoInput(attrs={"accept": "image/jpeg,image/png,image/webp,image/heic"}),
+        help_text=_("Up to 5 photos, 10 MB each (JPEG, PNG, WebP or HEIC)."),
+    )
+    name = forms.CharField(label=_("Your name"), max_length=120, required=False)
+    email = forms.EmailField(
+        label=_("Your email"),
+        required=False,
+        help_text=_("To send you the tracking number and updates."),
+    )
+    phone = forms.CharField(label=_("Your phone"), max_length=40, required=False)
+    # Hidden from people by CSS and aria; bots that fill every field give themselves away.
+    website = forms.CharField(required=False, label=_("Leave this field empty"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["category"].widget.choices = grouped_category_choices()
+        self.processed_photos = []
+        self.located_by_photo = False
+
+    def clean_photos(self):
+        files = self.cleaned_data.get("photos") or []
+        if len(files) > settings.PHOTOS_PER_REPORT:
+            raise forms.ValidationError(
+                _("Please attach at most %(max)d photos; you chose %(count)d.")
+                % {"max": settings.PHOTOS_PER_REPORT, "count": len(files)}
+            )
+        errors = []
+        for upload in files:
+            try:
+                self.processed_photos.append(process_photo(upload))
+            except PhotoRejected as rejected:
+                errors.append(rejected.message)
+        if errors:
+            raise forms.ValidationError(
+                [*errors, _("Your other answers are kept; please choose the photos again.")]
+            )
+        return files
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("website"):
+            raise forms.ValidationError(_("Your report could not be accepted."), code="honeypot")
+        if cleaned.get("lat") is None and cleaned.get("lng") is None:
+            # No pin: a photo's GPS position is the next best thing.
+            for photo in self.processed_photos:
+                if photo.gps:
+                    cleaned["lat"], cleaned["lng"] = photo.gps
+                    self.located_by_photo = True
+                    break
+        self.clean_location(cleaned)
+        if cleaned.get("lat") is None and not cleaned.get("address", "").strip():
+            self.add_error(
+                "address", _("Please tell us where: type an address or pick the spot on the map.")
+            )
+        return cleaned
+
+
+class TrackingLookupForm(forms.Form):
+    number = forms.CharField(
+        label=_("Tracking number"),
+        max_length=30,
+        widget=forms.TextInput(attrs={"placeholder": "CD-XXXX-XXXX", "autocapitalize": "characters"}),
+    )
+
+    def clean_number(self):
+        number = normalize_tracking_number(self.cleaned_data["number"])
+        if number is None:
+            raise forms.ValidationError(
+                _("A tracking number looks like CD-7K4M-9Q2X. Please check it and try again.")
+            )
+        return number

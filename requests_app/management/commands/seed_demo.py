@@ -1,0 +1,243 @@
+"""A believable demo city: departments, categories with SLAs, staff for every role and a few
+hundred requests in every state, spread over the service area. Safe to run again."""
+
+import random
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from requests_app import service_area
+from requests_app.models import (
+    Channel,
+    CloseReason,
+    Comment,
+    Department,
+    HistoryEntry,
+    Priority,
+    ServiceCategory,
+    ServiceRequest,
+    StaffProfile,
+    StaffRole,
+    Status,
+)
+
+DEMO_PASSWORD = "civicdesk-demo"
+
+DEPARTMENTS = {
+    "streets": "Streets",
+    "water": "Water",
+    "parks": "Parks",
+    "sanitation": "Sanitation",
+    "traffic": "Traffic",
+    "code": "Code Enforcement",
+}
+
+# code, name, group, department, SLA hours, priority, keywords, sample descriptions
+CATEGORIES = [
+    ("pothole", "Pothole", "Streets and sidewalks", "streets", 72, Priority.NORMAL, "hole,road,asphalt",
+     ["Deep pothole in the right lane", "Pothole opened up after the rain, cars swerving", "Two potholes by the crosswalk"]),
+    ("sidewalk", "Damaged sidewalk", "Streets and sidewalks", "streets", 240, Priority.LOW, "trip,crack,curb",
+     ["Raised slab, people trip here", "Cracked sidewalk near the bus stop"]),
+    ("street-cleaning", "Street cleaning", "Streets and sidewalks", "streets", 120, Priority.LOW, "debris,sweep",
+     ["Broken glass all over the bike lane", "Leaves blocking the storm drain"]),
+    ("snow-ice", "Snow or ice on street", "Streets and sidewalks", "streets", 12, Priority.HIGH, "snow,ice,plow",
+     ["Street not plowed since yesterday", "Sheet of ice at the corner"]),
+    ("streetlight", "Streetlight out", "Lights and signals", "traffic", 120, Priority.NORMAL, "light,lamp,dark",
+     ["Streetlight out, whole block is dark", "Light flickers all night"]),
+    ("traffic-signal", "Traffic signal problem", "Lights and signals", "traffic", 8, Priority.URGENT, "signal,red,green",
+     ["Signal stuck on red in all directions", "Walk signal not working"]),
+    ("sign-damaged", "Damaged or missing sign", "Lights and signals", "traffic", 72, Priority.NORMAL, "sign,stop",
+     ["Stop sign knocked over", "Street name sign missing"]),
+    ("tree-down", "Tree down", "Trees and parks", "parks", 4, Priority.URGENT, "tree,branch,fallen",
+     ["Large tree fell across the road", "Big branch down on the sidewalk"]),
+    ("tree-trim", "Tree needs trimming", "Trees and parks", "parks", 720, Priority.LOW, "branch,prune",
+     ["Branches hanging low over the sidewalk", "Tree blocking the streetlight"]),
+    ("park-maintenance", "Park maintenance", "Trees and parks", "parks", 168, Priority.LOW, "playground,bench",
+     ["Broken swing at the playground", "Overflowing bins in the park"]),
+    ("missed-trash", "Missed trash pickup", "Trash and recycling", "sanitation", 24, Priority.NORMAL, "trash,garbage,pickup",
+     ["Trash not picked up on our street this week", "Truck skipped our building"]),
+    ("missed-recycling", "Missed recycling pickup", "Trash and recycling", "sanitation", 48, Priority.NORMAL, "recycling,bin",
+     ["Recycling not collected", "Blue bins still full"]),
+    ("illegal-dumping", "Illegal dumping", "Trash and recycling", "sanitation", 72, Priority.NORMAL, "dumping,mattress,tires",
+     ["Mattress and tires dumped in the alley", "Construction debris left by the lot"]),
+    ("graffiti", "Graffiti", "Trash and recycling", "sanitation", 120, Priority.LOW, "graffiti,tag,paint",
+     ["Graffiti on the underpass wall", "Tags on the school fence"]),
+    ("water-leak", "Water leak", "Water and sewer", "water", 8, Priority.HIGH, "leak,water,flooding",
+     ["Water bubbling up from the street", "Leak from a pipe at the curb, flooding the gutter"]),
+    ("hydrant", "Hydrant problem", "Water and sewer", "water", 24, Priority.HIGH, "hydrant",
+     ["Hydrant leaking", "Hydrant cap missing"]),
+    ("sewer-backup", "Sewer backup or odor", "Water and sewer", "water", 12, Priority.HIGH, "sewer,smell,odor",
+     ["Strong sewer smell from the drain", "Manhole overflowing"]),
+    ("catch-basin", "Clogged catch basin", "Water and sewer", "water", 72, Priority.NORMAL, "drain,clogged,flooding",
+     ["Storm drain clogged, street floods when it rains"]),
+    ("abandoned-vehicle", "Abandoned vehicle", "Neighbourhood", "code", 168, Priority.LOW, "car,vehicle,abandoned",
+     ["Car with flat tires parked for weeks", "Van without plates not moved in a month"]),
+    ("overgrown-lot", "Overgrown vacant lot", "Neighbourhood", "code", 336, Priority.LOW, "weeds,lot,rats",
+     ["Weeds waist-high on the vacant lot", "Rats seen in the overgrown yard"]),
+    ("noise", "Construction noise after hours", "Neighbourhood", "code", 48, Priority.NORMAL, "noise,construction",
+     ["Jackhammering at 11 pm", "Construction starting at 5 am"]),
+]
+
+STAFF = [
+    # username, first, last, role, department
+    ("admin", "Alex", "Admin", StaffRole.ADMINISTRATOR, None),
+    ("dispatcher", "Dana", "Dispatch", StaffRole.DISPATCHER, None),
+    ("streets", "Sam", "Streets", StaffRole.DEPARTMENT_STAFF, "streets"),
+    ("parks", "Pat", "Parks", StaffRole.DEPARTMENT_STAFF, "parks"),
+    ("water", "Wes", "Water", StaffRole.DEPARTMENT_STAFF, "water"),
+    ("crew", "Casey", "Crew", StaffRole.CREW, "streets"),
+    ("director", "Drew", "Director", StaffRole.DIRECTOR, None),
+]
+
+STREETS = [
+    "Maple St", "Oak Ave", "Washington St", "Main St", "Harbor Rd", "Elm St", "Cedar Ln",
+    "Park Dr", "River St", "Summer St", "Beacon St", "Hill Rd", "Pine St", "School St",
+    "Central Ave", "Lake St", "Mill Rd", "Church St", "Union Sq", "Chestnut St",
+]
+
+STATE_MIX = [
+    (Status.RECEIVED, 10), (Status.ASSIGNED, 25), (Status.SCHEDULED, 10),
+    (Status.IN_PROGRESS, 12), (Status.WAITING, 4), (Status.COMPLETED, 32), (Status.CLOSED, 7),
+]
+PATHS = {
+    Status.RECEIVED: [],
+    Status.ASSIGNED: [Status.ASSIGNED],
+    Status.SCHEDULED: [Status.ASSIGNED, Status.SCHEDULED],
+    Status.IN_PROGRESS: [Status.ASSIGNED, Status.SCHEDULED, Status.IN_PROGRESS],
+    Status.WAITING: [Status.ASSIGNED, Status.WAITING],
+    Status.COMPLETED: [Status.ASSIGNED, Status.IN_PROGRESS, Status.COMPLETED],
+    Status.CLOSED: [Status.ASSIGNED, Status.CLOSED],
+}
+RESOLUTION_NOTES = {
+    Status.COMPLETED: "Repaired by the crew.",
+    Status.CLOSED: "",
+}
+
+
+class Command(BaseCommand):
+    help = "Create a demo city with departments, categories, staff and a few hundred requests."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--requests", type=int, default=300)
+        parser.add_argument("--seed", type=int, default=311)
+
+    @transaction.atomic
+    def handle(self, *args, requests, seed, **options):
+        rng = random.Random(seed)
+        departments = {
+            slug: Department.objects.get_or_create(
+                slug=slug, defaults={"name": name, "email": f"{slug}@city.example"}
+            )[0]
+            for slug, name in DEPARTMENTS.items()
+        }
+        categories = []
+        for code, name, group, dept, hours, priority, keywords, samples in CATEGORIES:
+            category, _ = ServiceCategory.objects.update_or_create(
+                code=code,
+                defaults={
+                    "name": name, "group": group, "department": departments[dept],
+                    "sla_hours": hours, "default_priority": priority, "keywords": keywords,
+                },
+            )
+            categories.append((category, samples))
+        self._staff(departments)
+
+        existing = ServiceRequest.objects.count()
+        to_create = max(0, requests - existing)
+        for _ in range(to_create):
+            self._request(rng, categories)
+        self.stdout.write(self.style.SUCCESS(
+            f"Demo city ready: {len(departments)} departments, {len(categories)} categories, "
+            f"{ServiceRequest.objects.count()} requests ({to_create} new)."
+        ))
+        self.stdout.write("Staff logins (password %r): %s" % (
+            DEMO_PASSWORD, ", ".join(username for username, *_ in STAFF)
+        ))
+
+    def _staff(self, departments):
+        User = get_user_model()
+        for username, first, last, role, dept in STAFF:
+            user, created = User.objects.get_or_create(
+                username=username,
+                defaults={"first_name": first, "last_name": last, "email": f"{username}@city.example"},
+            )
+            if created:
+                user.set_password(DEMO_PASSWORD)
+            user.is_staff = True
+            user.is_superuser = role == StaffRole.ADMINISTRATOR
+            user.save()
+            StaffProfile.objects.update_or_create(
+                user=user, defaults={"role": role, "department": departments.get(dept)}
+            )
+
+    def _request(self, rng, categories):
+        min_lng, min_lat, max_lng, max_lat = service_area.bounds()
+        category, samples = rng.choice(categories)
+        final = rng.choices([s for s, _ in STATE_MIX], weights=[w for _, w in STATE_MIX])[0]
+        age = timedelta(hours=rng.uniform(0.5, 24 * 45))
+        if final in (Status.RECEIVED,):
+            age = timedelta(minutes=rng.uniform(5, 90))
+        created = timezone.now() - age
+        request = ServiceRequest(
+            category=category,
+            description=rng.choice(samples),
+            lat=round(rng.uniform(min_lat + 0.01, max_lat - 0.01), 6),
+            lng=round(rng.uniform(min_lng + 0.01, max_lng - 0.01), 6),
+            address=f"{rng.randint(1, 400)} {rng.choice(STREETS)}",
+            channel=rng.choices(
+                [Channel.WEB, Channel.PHONE, Channel.API, Channel.EMAIL, Channel.WALK_IN],
+                weights=[50, 25, 12, 8, 5],
+            )[0],
+            priority=category.default_priority,
+            reporter_name=rng.choice(["", "Maria Lopez", "John Chen", "Aisha Khan", "Tom Becker"]),
+            reporter_email="",
+            language=rng.choice(["en", "en", "en", "es"]),
+            created_at=created,
+            due_at=created + category.sla,
+            intake_processed_at=created,
+        )
+        request.save()
+        HistoryEntry.objects.create(
+            request=request, at=created, actor_label="Resident", action=HistoryEntry.Action.CREATED,
+            note=f"Received via {request.get_channel_display()}",
+        )
+        at = created
+        previous = Status.RECEIVED
+        for step in PATHS[final]:
+            at = at + (timezone.now() - at) * rng.uniform(0.1, 0.5)
+            if step == Status.ASSIGNED:
+                request.department = category.department
+                HistoryEntry.objects.create(
+                    request=request, at=at, actor_label="Routing", action=HistoryEntry.Action.DEPARTMENT,
+                    field="department", new_value=category.department.name,
+                    note=f"Routed to {category.department}: default department for {category}",
+                )
+                request.first_response_at = at
+            note = ""
+            if step == Status.CLOSED:
+                request.close_reason = rng.choice(list(CloseReason)).value
+                note = CloseReason(request.close_reason).label
+            HistoryEntry.objects.create(
+                request=request, at=at, actor_label="Routing" if step == Status.ASSIGNED else "Crew",
+                action=HistoryEntry.Action.STATUS, field="status", old_value=previous,
+                new_value=step, note=note, is_public=True,
+            )
+            previous = step
+        if final in (Status.COMPLETED, Status.CLOSED):
+            request.resolved_at = at
+        if final in (Status.IN_PROGRESS, Status.COMPLETED) and rng.random() < 0.4:
+            Comment.objects.create(
+                request=request, author_label="Crew", is_public=True, created_at=at,
+                text=rng.choice(["Crew on site today.", "Materials ordered, repair scheduled.",
+                                 "Thanks for the report, we are on it."]),
+            )
+        if rng.random() < 0.2:
+            Comment.objects.create(
+                request=request, author_label="Dispatch", is_public=False, created_at=at,
+                text="Called the reporter for the exact location.",
+            )
+        request.status = final
+        request.save()

@@ -1,0 +1,531 @@
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .tracking import new_tracking_number
+
+
+class Department(models.Model):
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    slug = models.SlugField(unique=True)
+    email = models.EmailField(_("team email"), blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("department")
+        verbose_name_plural = _("departments")
+
+    def __str__(self):
+        return self.name
+
+
+class Priority(models.IntegerChoices):
+    LOW = 1, _("Low")
+    NORMAL = 2, _("Normal")
+    HIGH = 3, _("High")
+    URGENT = 4, _("Urgent")
+
+
+class ServiceCategoryQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(is_active=True)
+
+
+class ServiceCategory(models.Model):
+    code = models.SlugField(_("code"), max_length=50, unique=True)
+    name = models.CharField(_("name"), max_length=100)
+    group = models.CharField(_("group"), max_length=100)
+    description = models.TextField(_("description"), blank=True)
+    department = models.ForeignKey(
+        Department, on_delete=models.PROTECT, related_name="categories", verbose_name=_("department")
+    )
+    default_priority = models.IntegerField(
+        _("default priority"), choices=Priority.choices, default=Priority.NORMAL
+    )
+    sla_hours = models.PositiveIntegerField(
+        _("resolve within (hours)"), help_text=_("Service level target, counted from intake.")
+    )
+    keywords = models.CharField(
+        _("keywords"), max_length=300, blank=True, help_text=_("Comma-separated, used by routing.")
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+
+    objects = ServiceCategoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["group", "name"]
+        verbose_name = _("service category")
+        verbose_name_plural = _("service categories")
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def sla(self) -> timedelta:
+        return timedelta(hours=self.sla_hours)
+
+
+class Channel(models.TextChoices):
+    WEB = "web", _("Web portal")
+    PHONE = "phone", _("Phone")
+    WALK_IN = "walk_in", _("Walk-in")
+    EMAIL = "email", _("Email")
+    API = "api", _("Open311 API")
+    SOCIAL = "social", _("Social media")
+
+
+class Status(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    ASSIGNED = "assigned", _("Assigned")
+    SCHEDULED = "scheduled", _("Scheduled")
+    IN_PROGRESS = "in_progress", _("In progress")
+    WAITING = "waiting", _("Waiting for information")
+    COMPLETED = "completed", _("Completed")
+    CLOSED = "closed", _("Closed without fix")
+
+
+OPEN_STATUSES = {
+    Status.RECEIVED,
+    Status.ASSIGNED,
+    Status.SCHEDULED,
+    Status.IN_PROGRESS,
+    Status.WAITING,
+}
+# Completed and closed requests can only be reopened, which puts them back in the queue.
+TRANSITIONS = {
+    Status.RECEIVED: OPEN_STATUSES - {Status.RECEIVED} | {Status.COMPLETED, Status.CLOSED},
+    Status.ASSIGNED: OPEN_STATUSES - {Status.ASSIGNED} | {Status.COMPLETED, Status.CLOSED},
+    Status.SCHEDULED: OPEN_STATUSES - {Status.SCHEDULED} | {Status.COMPLETED, Status.CLOSED},
+    Status.IN_PROGRESS: OPEN_STATUSES - {Status.IN_PROGRESS} | {Status.COMPLETED, Status.CLOSED},
+    Status.WAITING: OPEN_STATUSES - {Status.WAITING} | {Status.CLOSED},
+    Status.COMPLETED: {Status.RECEIVED},
+    Status.CLOSED: {Status.RECEIVED},
+}
+
+
+class CloseReason(models.TextChoices):
+    DUPLICATE = "duplicate", _("Duplicate of another request")
+    NOT_CITY = "not_city", _("Not the city's responsibility")
+    NOT_FOUND = "not_found", _("Could not find the problem")
+    NO_ACTION = "no_action", _("No action needed")
+    REFERRED = "referred", _("Referred to another agency")
+    RESIDENT_WITHDREW = "withdrawn", _("Withdrawn by the resident")
+
+
+class InvalidTransition(ValidationError):
+    pass
+
+
+class ConcurrentChange(ValidationError):
+    """Somebody else changed the request between reading and writing it."""
+
+
+class ServiceRequestQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(status__in=OPEN_STATUSES)
+
+    def public(self):
+        return self.filter(is_public=True)
+
+    def awaiting_intake(self, older_than: timedelta):
+        return self.filter(
+            intake_processed_at__isnull=True, created_at__lte=timezone.now() - older_than
+        )
+
+    def by_urgency(self):
+        return self.order_by("-priority", F("due_at").asc(nulls_last=True), "created_at")
+
+
+class ServiceRequest(models.Model):
+    tracking_number = models.CharField(_("tracking number"), max_length=12, unique=True)
+    category = models.ForeignKey(
+        ServiceCategory, on_delete=models.PROTECT, related_name="requests", verbose_name=_("category")
+    )
+    description = models.TextField(_("description"))
+    lat = models.FloatField(_("latitude"), null=True, blank=True)
+    lng = models.FloatField(_("longitude"), null=True, blank=True)
+    address = models.CharField(_("address or place"), max_length=255, blank=True)
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
+    status = models.CharField(
+        _("status"), max_length=12, choices=Status.choices, default=Status.RECEIVED
+    )
+    priority = models.IntegerField(_("priority"), choices=Priority.choices, default=Priority.NORMAL)
+    department = models.ForeignKey(
+        Department,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
+        verbose_name=_("department"),
+    )
+    close_reason = models.CharField(
+        _("reason for closing"), max_length=12, choices=CloseReason.choices, blank=True
+    )
+    is_public = models.BooleanField(
+        _("shown to the public"), default=True, help_text=_("Staff can hide a request.")
+    )
+
+    # Private: never rendered on a public page, feed or API response.
+    reporter_name = models.CharField(_("reporter name"), max_length=120, blank=True)
+    reporter_email = models.EmailField(_("reporter email"), blank=True)
+    reporter_phone = models.CharField(_("reporter phone"), max_length=40, blank=True)
+    language = models.CharField(_("language"), max_length=8, default="en")
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("entered by"),
+    )
+
+    created_at = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    first_response_at = models.DateTimeField(_("first response"), null=True, blank=True)
+    resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
+    due_at = models.DateTimeField(_("due"), null=True, blank=True)
+    # Set once routing and the other after-intake steps are done; the sweep looks for NULLs.
+    intake_processed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ServiceRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("service request")
+        verbose_name_plural = _("service requests")
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=Q(intake_processed_at__isnull=True),
+                name="request_awaiting_intake",
+            ),
+            models.Index(fields=["category", "lat", "lng"], name="request_category_location"),
+            models.Index(fields=["status", "due_at"], name="request_status_due"),
+        ]
+
+    def __str__(self):
+        return self.tracking_number
+
+    def get_absolute_url(self):
+        return reverse("requests_app:status", args=[self.tracking_number])
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @property
+    def has_location(self) -> bool:
+        return self.lat is not None and self.lng is not None
+
+    def save(self, *args, **kwargs):
+        if self.tracking_number:
+            return super().save(*args, **kwargs)
+        # The space of numbers is large enough that a clash is rare; a savepoint keeps the
+        # caller's transaction usable when it happens.
+        for _attempt in range(5):
+            self.tracking_number = new_tracking_number()
+            try:
+                with transaction.atomic():
+                    return super().save(*args, **kwargs)
+            except IntegrityError:
+                if type(self).objects.filter(tracking_number=self.tracking_number).exists():
+                    continue
+                raise
+        raise IntegrityError("Could not allocate a unique tracking number")
+
+    # --- History -----------------------------------------------------------------------
+    def record(self, action, *, by=None, actor="", field="", old="", new="", note="", public=False):
+        return HistoryEntry.objects.create(
+            request=self,
+            action=action,
+            actor=by,
+            actor_label=actor or _actor_label(by),
+            field=field,
+            old_value="" if old is None else str(old),
+            new_value="" if new is None else str(new),
+            note=note,
+            is_public=public,
+        )
+
+    # --- State changes -----------------------------------------------------------------
+    def change_status(self, new_status, *, by=None, note="", close_reason="", actor=""):
+        """Move to `new_status`, refusing transitions the lifecycle does not allow.
+
+        The update is conditional on the status we read, so two staff members acting at
+        once cannot both win: the second gets ConcurrentChange and changes nothing.
+        """
+        new_status = Status(new_status)
+        old_status = Status(self.status)
+        if new_status not in TRANSITIONS[old_status]:
+            raise InvalidTransition(
+                _("A request that is %(old)s cannot become %(new)s.")
+                % {"old": old_status.label, "new": new_status.label}
+            )
+        if new_status == Status.CLOSED and not close_reason:
+            raise InvalidTransition(_("Closing without a fix needs a reason."))
+        if new_status == Status.RECEIVED and not note:
+            raise InvalidTransition(_("Reopening a request needs a note saying why."))
+
+        now = timezone.now()
+        changes = {"status": new_status, "updated_at": now}
+        if self.first_response_at is None and new_status != Status.RECEIVED:
+            changes["first_response_at"] = now
+        if new_status in (Status.COMPLETED, Status.CLOSED):
+            changes["resolved_at"] = now
+            changes["close_reason"] = close_reason if new_status == Status.CLOSED else ""
+        elif new_status == Status.RECEIVED:
+            changes["resolved_at"] = None
+            changes["close_reason"] = ""
+
+        with transaction.atomic():
+            updated = type(self).objects.filter(pk=self.pk, status=old_status).update(**changes)
+            if not updated:
+                raise ConcurrentChange(
+                    _("This request was changed by someone else. Reload it and try again.")
+                )
+            for name, value in changes.items():
+                setattr(self, name, value)
+            reason_label = CloseReason(close_reason).label if close_reason else ""
+            self.record(
+                HistoryEntry.Action.STATUS,
+                by=by,
+                actor=actor,
+                field="status",
+                old=old_status.value,
+                new=new_status.value,
+                note=" — ".join(str(part) for part in (reason_label, note) if part),
+                public=True,
+            )
+            from notifications.services import notify_status_changed
+
+            notify_status_changed(self)
+        return self
+
+    def assign_department(self, department, *, by=None, why="", actor=""):
+        old = self.department
+        if old == department:
+            return self
+        with transaction.atomic():
+            self.department = department
+            type(self).objects.filter(pk=self.pk).update(
+                department=department, updated_at=timezone.now()
+            )
+            self.record(
+                HistoryEntry.Action.DEPARTMENT,
+                by=by,
+                actor=actor,
+                field="department",
+                old=old or "",
+                new=department,
+                note=why,
+            )
+        return self
+
+    def add_comment(self, text, *, by=None, public, author_label=""):
+        with transaction.atomic():
+            comment = Comment.objects.create(
+                request=self,
+                author=by,
+                author_label=author_label or _actor_label(by),
+                text=text,
+                is_public=public,
+            )
+            self.record(
+                HistoryEntry.Action.COMMENT if public else HistoryEntry.Action.NOTE,
+                by=by,
+                actor=author_label,
+                note=text,
+                public=False,  # the comment itself is what the public timeline shows
+            )
+            if public:
+                from notifications.services import notify_public_comment
+
+                notify_public_comment(self, comment)
+        return comment
+
+    def public_timeline(self):
+        """What a resident may see: status changes and public comments, oldest first."""
+        entries = [
+            {"at": e.at, "kind": "status", "status": Status(e.new_value), "note": e.note}
+            for e in self.history.filter(is_public=True, action=HistoryEntry.Action.STATUS)
+        ]
+        entries += [
+            {"at": c.created_at, "kind": "comment", "text": c.text, "author": c.author_label}
+            for c in self.comments.filter(is_public=True)
+        ]
+        entries.insert(0, {"at": self.created_at, "kind": "status", "status": Status.RECEIVED})
+        return sorted(entries, key=lambda entry: entry["at"])
+
+
+def _actor_label(user):
+    if user is None:
+        return "System"
+    return user.get_full_name() or user.get_username()
+
+
+class HistoryEntry(models.Model):
+    """Append-only: the database itself refuses UPDATE and DELETE (see history_guard)."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", _("Created")
+        STATUS = "status", _("Status changed")
+        DEPARTMENT = "department", _("Department changed")
+        FIELD = "field", _("Field changed")
+        COMMENT = "comment", _("Public comment")
+        NOTE = "note", _("Internal note")
+        PHOTO = "photo", _("Photo added")
+        ROUTING = "routing", _("Routing")
+
+    request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="history")
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=12, choices=Action.choices)
+    field = models.CharField(max_length=50, blank=True)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    note = models.TextField(blank=True)
+    is_public = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "requests_app_history"
+        ordering = ["at", "pk"]
+        verbose_name = _("history entry")
+        verbose_name_plural = _("history")
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M} {self.get_action_display()}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValidationError("History entries cannot be changed.")
+        return super().save(*args, **kwargs)
+
+
+class Comment(models.Model):
+    request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    author_label = models.CharField(max_length=150, blank=True)
+    text = models.TextField(_("text"))
+    is_public = models.BooleanField(
+        _("public"), help_text=_("Public comments are shown to residents; notes stay internal.")
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name = _("comment")
+        verbose_name_plural = _("comments and notes")
+
+    def __str__(self):
+        return self.text[:60]
+
+
+def _photo_path(photo, filename):
+    return f"photos/{photo.uploaded_at:%Y/%m}/{filename}"
+
+
+class Photo(models.Model):
+    class Kind(models.TextChoices):
+        CITIZEN = "citizen", _("Resident's photo")
+        BEFORE = "before", _("Before work")
+        AFTER = "after", _("After work")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="photos")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CITIZEN)
+    image = models.ImageField(upload_to=_photo_path, width_field="width", height_field="height")
+    thumbnail = models.ImageField(upload_to=_photo_path)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    is_public = models.BooleanField(_("shown to the public"), default=True)
+    uploaded_at = models.DateTimeField(default=timezone.now)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["uploaded_at"]
+        verbose_name = _("photo")
+        verbose_name_plural = _("photos")
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.id}"
+
+    def get_absolute_url(self):
+        return reverse("requests_app:photo", args=[self.id, "full"])
+
+    def get_thumbnail_url(self):
+        return reverse("requests_app:photo", args=[self.id, "thumb"])
+
+
+class IntakeThrottle(models.Model):
+    """Fixed-window counters for anonymous intake, kept in the database so that the limit
+    still holds while Redis is down."""
+
+    key = models.CharField(max_length=128)
+    window_start = models.DateTimeField()
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="throttle_key_window")
+        ]
+
+    @classmethod
+    def hit(cls, key: str, *, limit: int, window: timedelta) -> bool:
+        """Count one attempt for `key`; True while it is within `limit` per `window`."""
+        now = timezone.now()
+        seconds = int(window.total_seconds())
+        start = now - timedelta(seconds=int(now.timestamp()) % seconds, microseconds=now.microsecond)
+        with transaction.atomic():
+            row, _created = cls.objects.get_or_create(key=key, window_start=start)
+            cls.objects.filter(pk=row.pk).update(hits=F("hits") + 1)
+            row.refresh_from_db(fields=["hits"])
+        return row.hits <= limit
+
+
+class StaffRole(models.TextChoices):
+    DISPATCHER = "dispatcher", _("Dispatcher")
+    DEPARTMENT_STAFF = "department", _("Department staff")
+    CREW = "crew", _("Crew member")
+    DIRECTOR = "director", _("Director")
+    ADMINISTRATOR = "admin", _("Administrator")
+
+
+class StaffProfile(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_profile"
+    )
+    role = models.CharField(_("role"), max_length=12, choices=StaffRole.choices)
+    department = models.ForeignKey(
+        Department,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="staff",
+        verbose_name=_("department"),
+    )
+
+    class Meta:
+        verbose_name = _("staff profile")
+        verbose_name_plural = _("staff profiles")
+
+    def __str__(self):
+        return f"{self.user} ({self.get_role_display()})"
+
+    def clean(self):
+        if self.role in (StaffRole.DEPARTMENT_STAFF, StaffRole.CREW) and not self.department:
+            raise ValidationError({"department": _("Department staff and crews need a department.")})

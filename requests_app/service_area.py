@@ -1,0 +1,36 @@
+"""The area the city serves: a bounding box, or a GeoJSON (Multi)Polygon when configured."""
+
+import json
+from functools import lru_cache
+
+from django.conf import settings
+from shapely.geometry import Point, box, shape
+from shapely.prepared import prep
+
+
+@lru_cache(maxsize=1)
+def _area():
+    if settings.SERVICE_AREA_GEOJSON:
+        with open(settings.SERVICE_AREA_GEOJSON, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("type") == "FeatureCollection":
+            data = data["features"][0]["geometry"]
+        elif data.get("type") == "Feature":
+            data = data["geometry"]
+        geometry = shape(data)
+    else:
+        geometry = box(*settings.SERVICE_AREA_BBOX)
+    return geometry, prep(geometry)
+
+
+def contains(lat: float, lng: float) -> bool:
+    return _area()[1].covers(Point(lng, lat))
+
+
+def bounds() -> tuple[float, float, float, float]:
+    """(min_lng, min_lat, max_lng, max_lat), for fitting maps and generating demo data."""
+    return _area()[0].bounds
+
+
+def clear_cache():
+    _area.cache_clear()

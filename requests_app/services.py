@@ -1,0 +1,129 @@
+"""Workflows that span several models: intake, and the work that follows it."""
+
+import logging
+from dataclasses import dataclass, field
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from civicdesk.celery import enqueue_on_commit
+
+from .models import Channel, HistoryEntry, Photo, ServiceCategory, ServiceRequest
+from .photos import ProcessedPhoto
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Intake:
+    """Everything a channel knows about a new request, before it becomes one."""
+
+    category: ServiceCategory
+    description: str
+    channel: str = Channel.WEB
+    lat: float | None = None
+    lng: float | None = None
+    address: str = ""
+    reporter_name: str = ""
+    reporter_email: str = ""
+    reporter_phone: str = ""
+    language: str = "en"
+    photos: list[ProcessedPhoto] = field(default_factory=list)
+    entered_by: object = None
+
+
+def request_submit(intake: Intake) -> ServiceRequest:
+    """Store a new request with its photos and history, and schedule what follows.
+
+    Nothing here talks to Redis or the mail provider: the request, its photos, its
+    history and the confirmation email row commit together; routing and sending happen
+    in the worker, and a periodic sweep redoes whatever an unreachable broker dropped.
+    """
+    category = intake.category
+    with transaction.atomic():
+        request = ServiceRequest(
+            category=category,
+            description=intake.description.strip(),
+            channel=intake.channel,
+            lat=intake.lat,
+            lng=intake.lng,
+            address=intake.address.strip(),
+            priority=category.default_priority,
+            reporter_name=intake.reporter_name.strip(),
+            reporter_email=intake.reporter_email.strip(),
+            reporter_phone=intake.reporter_phone.strip(),
+            language=intake.language,
+            entered_by=intake.entered_by,
+        )
+        request.due_at = request.created_at + category.sla
+        request.save()
+        request.record(
+            HistoryEntry.Action.CREATED,
+            by=intake.entered_by,
+            actor="" if intake.entered_by else "Resident",
+            note=f"Received via {Channel(intake.channel).label}",
+        )
+        for processed in intake.photos:
+            photo_attach(request, processed, by=intake.entered_by)
+
+        from notifications.services import notify_request_received
+
+        notify_request_received(request)
+
+    from .tasks import process_intake
+
+    enqueue_on_commit(process_intake, request.pk)
+    return request
+
+
+def photo_attach(request, processed: ProcessedPhoto, *, kind=Photo.Kind.CITIZEN, by=None):
+    photo = Photo(request=request, kind=kind, uploaded_by=by)
+    name = f"{photo.id.hex}.jpg"
+    photo.image.save(name, ContentFile(processed.image), save=False)
+    photo.thumbnail.save(f"{photo.id.hex}-thumb.jpg", ContentFile(processed.thumbnail), save=False)
+    photo.save()
+    request.record(
+        HistoryEntry.Action.PHOTO, by=by, actor="" if by else "Resident", new=photo.get_kind_display()
+    )
+    return photo
+
+
+def request_process_intake(request_id: int) -> bool:
+    """Route a new request and mark its intake done; safe to call any number of times.
+
+    The row is locked for the duration so that a task and a sweep running at the same
+    moment cannot both route it. Returns False when there was nothing to do.
+    """
+    from routing.services import request_route
+
+    with transaction.atomic():
+        request = (
+            ServiceRequest.objects.select_for_update()
+            .filter(pk=request_id, intake_processed_at__isnull=True)
+            .select_related("category__department")
+            .first()
+        )
+        if request is None:
+            return False
+        request_route(request)
+        request.intake_processed_at = timezone.now()
+        ServiceRequest.objects.filter(pk=request.pk).update(
+            intake_processed_at=request.intake_processed_at
+        )
+    return True
+
+
+def intake_sweep(older_than, batch=200) -> int:
+    """Finish intake for requests whose task never ran (broker down, worker killed).
+
+    Runs in the worker, so it processes the stragglers itself instead of enqueueing them
+    through the broker that may just have lost them.
+    """
+    pending = ServiceRequest.objects.awaiting_intake(older_than).order_by("created_at")
+    done = 0
+    for pk in pending.values_list("pk", flat=True)[:batch]:
+        done += request_process_intake(pk)
+    if done:
+        logger.info("Intake sweep finished %d requests", done)
+    return done
