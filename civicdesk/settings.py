@@ -157,10 +157,11 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "socket_timeout": 2,
         "socket_connect_timeout": 1,
+        "max_retries": 0,  # a publish that cannot connect fails at once
         "visibility_timeout": 600,
     }
 else:
-    _broker_dir = VAR_DIR / "celery-broker"
+    _broker_dir = Path(env.str("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "celery-broker")))
     _broker_dir.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),

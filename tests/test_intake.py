@@ -1,0 +1,133 @@
+"""Intake never waits on the broker, and what follows it happens exactly once."""
+
+from datetime import timedelta
+
+import pytest
+from anymail.exceptions import AnymailRecipientsRefused
+from django.core import mail
+from django.core.mail import EmailMultiAlternatives
+
+from notifications.models import Notification
+from notifications.services import SendOutcome, notification_send, outbox_sweep
+from requests_app.models import HistoryEntry, ServiceRequest, Status
+from requests_app.services import Intake, intake_sweep, request_process_intake, request_submit
+
+from .conftest import use_broker
+from .factories import CITY_CENTER
+
+DEAD_BROKER = "redis://127.0.0.1:9/0"  # the discard port: nothing answers there
+
+
+def submit(category, **extra):
+    return request_submit(Intake(category=category, description="Pothole by the school",
+                                 lat=CITY_CENTER[0], lng=CITY_CENTER[1], **extra))
+
+
+@pytest.fixture
+def dead_broker(settings):
+    use_broker(DEAD_BROKER, settings.CELERY_BROKER_TRANSPORT_OPTIONS if settings.REDIS_URL
+               else {"socket_connect_timeout": 1, "socket_timeout": 2, "max_retries": 0})
+    yield
+    use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
+
+
+def test_intake_enqueues_processing_only_after_commit(pothole, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        submit(pothole, reporter_email="maria@example.org")
+    # Routing and the confirmation email: both sent to the broker once the rows exist.
+    assert len(callbacks) == 2
+
+
+def test_intake_with_broker_down_saves_request_and_sweep_finishes_it(
+    pothole, dead_broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        request = submit(pothole, reporter_email="maria@example.org")
+    request.refresh_from_db()
+    assert request.tracking_number and request.intake_processed_at is None
+    assert Notification.objects.get(request=request).status == Notification.Status.PENDING
+
+    # What the periodic sweeps do once a worker runs again.
+    assert intake_sweep(older_than=timedelta(0)) == 1
+    assert outbox_sweep() == 2  # the confirmation, and "assigned" from routing
+    request.refresh_from_db()
+    assert request.intake_processed_at is not None
+    assert request.status == Status.ASSIGNED and request.department == pothole.department
+    assert len(mail.outbox) == 2  # received, then assigned
+
+
+def test_processing_intake_twice_routes_once(pothole):
+    request = submit(pothole)
+    assert request_process_intake(request.pk) is True
+    assert request_process_intake(request.pk) is False
+    assert request.history.filter(action=HistoryEntry.Action.DEPARTMENT).count() == 1
+    routed = request.history.get(action=HistoryEntry.Action.DEPARTMENT)
+    assert "default department for Pothole" in routed.note
+
+
+def test_processing_a_missing_request_is_quiet(db):
+    assert request_process_intake(987654) is False
+
+
+def test_notification_is_sent_once_however_often_the_task_runs(pothole):
+    request = submit(pothole, reporter_email="maria@example.org")
+    notification = Notification.objects.get(request=request)
+    assert notification_send(notification.pk) == SendOutcome.SENT
+    assert notification_send(notification.pk) == SendOutcome.SKIPPED
+    assert outbox_sweep() == 0
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert request.tracking_number in message.subject
+    assert f"/requests/{request.tracking_number}/" in message.body
+    html = message.alternatives[0][0]
+    assert "http://" in html and request.tracking_number in html
+
+
+def test_provider_failures_retry_with_backoff_then_send_once(pothole, monkeypatch):
+    request = submit(pothole, reporter_email="maria@example.org")
+    notification = Notification.objects.get(request=request)
+    real_send = EmailMultiAlternatives.send
+    failures = {"left": 3}
+
+    def flaky_send(self, *args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("provider unavailable")
+        return real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmailMultiAlternatives, "send", flaky_send)
+    outcomes = [notification_send(notification.pk) for _ in range(3)]
+    assert outcomes == [SendOutcome.RETRY] * 3
+    notification.refresh_from_db()
+    assert notification.attempts == 3 and "provider unavailable" in notification.last_error
+    assert notification.next_attempt_at > notification.created_at
+    assert notification_send(notification.pk) == SendOutcome.SENT
+    assert notification_send(notification.pk) == SendOutcome.SKIPPED
+    assert len(mail.outbox) == 1
+
+
+def test_refused_recipient_fails_without_retry(pothole, monkeypatch):
+    request = submit(pothole, reporter_email="nobody@invalid.example")
+    notification = Notification.objects.get(request=request)
+
+    def refuse(self, *args, **kwargs):
+        raise AnymailRecipientsRefused("invalid address")
+
+    monkeypatch.setattr(EmailMultiAlternatives, "send", refuse)
+    assert notification_send(notification.pk) == SendOutcome.FAILED
+    notification.refresh_from_db()
+    assert notification.status == Notification.Status.FAILED
+    assert outbox_sweep() == 0
+
+
+def test_no_email_row_without_an_address(pothole):
+    request = submit(pothole)
+    assert not Notification.objects.filter(request=request).exists()
+    assert ServiceRequest.objects.filter(pk=request.pk).exists()
+
+
+def test_spanish_reporter_gets_spanish_email(pothole):
+    request = submit(pothole, reporter_email="ana@example.org", language="es")
+    notification = Notification.objects.get(request=request)
+    assert notification.language == "es"
+    assert "Recibimos" in notification.subject or "recibimos" in notification.subject

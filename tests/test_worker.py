@@ -1,0 +1,93 @@
+"""With a real Celery worker process: what a resident's report sets in motion."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from notifications.models import Notification
+from requests_app.models import HistoryEntry, ServiceRequest, Status
+from requests_app.services import Intake, request_submit
+from requests_app.tasks import sweep_intake
+
+from .conftest import WorkerProcess, redis_server_binary, use_broker, wait_for
+from .factories import CITY_CENTER
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def submit(category, **extra):
+    return request_submit(Intake(category=category, description="Streetlight out on the corner",
+                                 lat=CITY_CENTER[0], lng=CITY_CENTER[1],
+                                 reporter_email="maria@example.org", **extra))
+
+
+def processed(pk):
+    return ServiceRequest.objects.filter(pk=pk, intake_processed_at__isnull=False).first()
+
+
+def test_worker_routes_a_new_request_and_sends_its_emails(pothole, celery_worker):
+    request = submit(pothole)
+    routed = wait_for(lambda: processed(request.pk), timeout=30)
+    assert routed, celery_worker.output()
+    assert routed.status == Status.ASSIGNED and routed.department == pothole.department
+    assert "Routed to Streets" in routed.history.get(action=HistoryEntry.Action.DEPARTMENT).note
+    assert wait_for(
+        lambda: Notification.objects.filter(request=request, status="sent").count() == 2,
+        timeout=30,
+    ), celery_worker.output()
+    kinds = list(Notification.objects.filter(request=request).order_by("pk")
+                 .values_list("kind", "status", "attempts"))
+    assert kinds == [("received", "sent", 1), ("status", "sent", 1)]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not redis_server_binary(), reason="needs redis-server to stage an outage")
+def test_request_submitted_while_redis_is_down_is_processed_after_it_returns(
+    pothole, celery_worker_env, tmp_path
+):
+    """A Redis of our own, on a spare port, that is down at intake and comes back later."""
+    port = _free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    use_broker(redis_url, {"socket_connect_timeout": 1, "socket_timeout": 2, "max_retries": 0})
+
+    started = time.monotonic()
+    request = submit(pothole)
+    elapsed = time.monotonic() - started
+    assert ServiceRequest.objects.filter(tracking_number=request.tracking_number).exists()
+    assert elapsed < 5, f"intake waited {elapsed:.1f}s on a broker that is down"
+
+    redis = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        assert wait_for(lambda: _accepts(port), timeout=10)
+        worker = WorkerProcess({**celery_worker_env, "REDIS_URL": redis_url},
+                               tmp_path / "worker.log").start()
+        time.sleep(1)
+        sweep_intake.apply_async()  # what beat sends every 30 seconds
+        routed = wait_for(lambda: processed(request.pk), timeout=40)
+        assert routed, worker.output()
+        assert routed.status == Status.ASSIGNED
+    finally:
+        if worker:
+            worker.stop()
+        redis.terminate()
+        redis.wait()
+
+
+def _accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
