@@ -99,7 +99,9 @@ class RequestWorkForm(forms.ModelForm):
         label=_("Public (shown to the resident and emailed); leave unticked for an internal note"),
         required=False,
     )
-    loaded_at = forms.DateTimeField(widget=forms.HiddenInput, required=False)
+    # The row's updated_at when the page was loaded, to the microsecond: a save based on a
+    # stale page is refused instead of silently undoing someone else's change.
+    loaded_at = forms.CharField(widget=forms.HiddenInput, required=False)
 
     class Meta:
         model = ServiceRequest
@@ -111,15 +113,14 @@ class RequestWorkForm(forms.ModelForm):
         self.fields["new_status"].choices = [("", "—")] + [
             (s.value, s.label) for s in Status if s in TRANSITIONS[current]
         ]
-        self.fields["loaded_at"].initial = self.instance.updated_at
+        self.fields["loaded_at"].initial = self.instance.updated_at.isoformat()
 
     def clean(self):
         cleaned = super().clean()
         stored = ServiceRequest.objects.filter(pk=self.instance.pk).values_list(
             "updated_at", flat=True
         ).first()
-        loaded = cleaned.get("loaded_at")
-        if loaded and stored and stored.replace(microsecond=0) != loaded.replace(microsecond=0):
+        if stored and cleaned.get("loaded_at") != stored.isoformat():
             raise ValidationError(
                 _("Someone else changed this request while you had it open. Reload the page "
                   "to see their change, then make yours.")

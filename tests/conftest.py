@@ -137,7 +137,7 @@ def celery_worker_env(transactional_db, settings, tmp_path):
         env["CELERY_FILESYSTEM_BROKER_DIR"] = str(broker_dir)
         use_broker("filesystem://", {
             "data_folder_in": str(broker_dir), "data_folder_out": str(broker_dir),
-            "store_processed": False,
+            "control_folder": str(broker_dir / "control"), "store_processed": False,
         })
     yield env
     use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
