@@ -33,7 +33,7 @@ run: demo
 	@echo "  Staff logins (password civicdesk-demo): admin, dispatcher, streets, parks, water, crew, director"
 	@echo "  Emails are printed by the worker below. Stop with Ctrl-C."
 	@echo ""
-	PORT=$(PORT) $(BIN)/honcho start -f Procfile.dev
+	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(BIN)/honcho start -f Procfile.dev
 
 ## make test: the whole test suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set).
 test: install .env
