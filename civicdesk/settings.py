@@ -25,7 +25,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "insecure-development-key-only-for-debug"
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Absolute links in emails need to know where the portal lives.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
@@ -161,7 +163,9 @@ if REDIS_URL:
         "visibility_timeout": 600,
     }
 else:
-    _broker_dir = Path(env.str("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "celery-broker")))
+    _broker_dir = Path(
+        env.str("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "celery-broker"))
+    )
     _broker_dir.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
@@ -182,7 +186,9 @@ INTAKE_SWEEP_GRACE_SECONDS = env.int("INTAKE_SWEEP_GRACE_SECONDS", default=60)
 
 # --- The portal -------------------------------------------------------------------------
 # Service area as "min_lng,min_lat,max_lng,max_lat", or a GeoJSON (Multi)Polygon file.
-SERVICE_AREA_BBOX = env.list("SERVICE_AREA_BBOX", cast=float, default=[-71.19, 42.23, -70.99, 42.40])
+SERVICE_AREA_BBOX = env.list(
+    "SERVICE_AREA_BBOX", cast=float, default=[-71.19, 42.23, -70.99, 42.40]
+)
 SERVICE_AREA_GEOJSON = env.str("SERVICE_AREA_GEOJSON", default="")
 PHOTO_MAX_BYTES = env.int("PHOTO_MAX_BYTES", default=10 * 1024 * 1024)
 PHOTO_MAX_PIXELS = env.int("PHOTO_MAX_PIXELS", default=40_000_000)

@@ -1,11 +1,12 @@
+# Admin modules, imported explicitly (see SimpleAdminConfig in settings).
+import django.contrib.auth.admin  # noqa: F401, I001
 from django.contrib import admin
 from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 
-# Admin modules, imported explicitly (see SimpleAdminConfig in settings).
-import django.contrib.auth.admin  # noqa: F401, I001
 import notifications.admin  # noqa: F401
 import requests_app.admin  # noqa: F401
+import routing.admin  # noqa: F401
 
 admin.site.site_header = _("CivicDesk dispatch")
 admin.site.site_title = _("CivicDesk")
@@ -14,5 +15,6 @@ admin.site.index_title = _("Requests, crews and settings")
 urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("crew/", include("requests_app.crew_urls")),
     path("", include("requests_app.urls")),
 ]

@@ -24,4 +24,6 @@ class NotificationAdmin(admin.ModelAdmin):
         failed = queryset.filter(status=Notification.Status.FAILED)
         for notification in failed:
             notification_resend(notification)
-        messages.success(request, _("%(count)d notifications queued again.") % {"count": len(failed)})
+        messages.success(
+            request, _("%(count)d notifications queued again.") % {"count": len(failed)}
+        )

@@ -65,9 +65,7 @@ def notify_request_received(request):
 
 
 def notify_status_changed(request):
-    after_photo = (
-        request.photos.filter(kind="after", is_public=True).order_by("-uploaded_at").first()
-    )
+    after_photo = request.public_photos().filter(kind="after").order_by("-uploaded_at").first()
     return notification_queue(
         request,
         Notification.Kind.STATUS,
@@ -143,9 +141,9 @@ def notification_send(notification_id: int) -> str:
 def outbox_sweep(batch=100) -> int:
     """Send what is due but was never (or not successfully) handed to a task."""
     sent = 0
-    for pk in Notification.objects.due().order_by("next_attempt_at").values_list("pk", flat=True)[
-        :batch
-    ]:
+    for pk in (
+        Notification.objects.due().order_by("next_attempt_at").values_list("pk", flat=True)[:batch]
+    ):
         sent += notification_send(pk) == SendOutcome.SENT
     return sent
 

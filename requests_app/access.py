@@ -6,7 +6,7 @@ functions; something a user may not see answers 404, exactly like something miss
 
 from django.http import Http404
 
-from .models import Photo, ServiceRequest, StaffRole
+from .models import Crew, Photo, ServiceRequest, StaffRole, WorkOrder
 
 SEE_EVERYTHING = {StaffRole.DISPATCHER, StaffRole.DIRECTOR, StaffRole.ADMINISTRATOR}
 
@@ -32,6 +32,37 @@ def visible_requests(user):
     return requests.none()
 
 
+def visible_work_orders(user):
+    role = staff_role(user)
+    orders = WorkOrder.objects.all()
+    if role in SEE_EVERYTHING:
+        return orders
+    if role == StaffRole.DEPARTMENT_STAFF:
+        return orders.filter(department_id=user.staff_profile.department_id)
+    if role == StaffRole.CREW:
+        return orders.filter(crew__members=user).distinct()
+    return orders.none()
+
+
+def assignable_crews(user):
+    """Crews `user` may hand work to: their own department's, or all for dispatch."""
+    role = staff_role(user)
+    crews = Crew.objects.filter(is_active=True).select_related("department")
+    if role in (StaffRole.DISPATCHER, StaffRole.ADMINISTRATOR):
+        return crews
+    if role == StaffRole.DEPARTMENT_STAFF:
+        return crews.filter(department_id=user.staff_profile.department_id)
+    return crews.none()
+
+
+def work_order_for_crew_member_or_404(user, pk) -> WorkOrder:
+    """The crew view: a member's own work orders only (dispatch may look too)."""
+    order = visible_work_orders(user).filter(pk=pk).select_related("crew", "department").first()
+    if order is None:
+        raise Http404
+    return order
+
+
 def can_edit_requests(user) -> bool:
     return staff_role(user) in {
         StaffRole.DISPATCHER,
@@ -52,11 +83,18 @@ def public_request_or_404(tracking_number):
 
 
 def photo_for_viewer_or_404(user, photo_id) -> Photo:
-    photo = Photo.objects.select_related("request").filter(pk=photo_id).first()
+    photo = Photo.objects.filter(pk=photo_id).first()
     if photo is None:
         raise Http404
-    if photo.is_public and photo.request.is_public:
+    requests = (
+        ServiceRequest.objects.filter(pk=photo.request_id)
+        if photo.request_id
+        else ServiceRequest.objects.filter(work_order_id=photo.work_order_id)
+    )
+    if photo.is_public and requests.filter(is_public=True).exists():
         return photo
-    if visible_requests(user).filter(pk=photo.request_id).exists():
+    if visible_requests(user).filter(pk__in=requests.values("pk")).exists():
+        return photo
+    if photo.work_order_id and visible_work_orders(user).filter(pk=photo.work_order_id).exists():
         return photo
     raise Http404

@@ -1,18 +1,30 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Count
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
+from routing.widgets import ADMIN_MAP_MEDIA, map_div  # noqa: I001  (routing builds on this app)
+
 from . import service_area
-from .access import can_edit_requests, staff_role, visible_requests
+from .access import (
+    assignable_crews,
+    can_edit_requests,
+    staff_role,
+    visible_requests,
+    visible_work_orders,
+)
 from .models import (
     TRANSITIONS,
     Channel,
     CloseReason,
     Comment,
     ConcurrentChange,
+    Crew,
     Department,
     HistoryEntry,
     Photo,
@@ -20,12 +32,14 @@ from .models import (
     ServiceCategory,
     ServiceRequest,
     StaffProfile,
-    StaffRole,
     Status,
+    WorkOrder,
 )
 from .services import Intake, request_submit
 
-STAFF_CHANNELS = [(c.value, c.label) for c in (Channel.PHONE, Channel.WALK_IN, Channel.EMAIL, Channel.SOCIAL)]
+STAFF_CHANNELS = [
+    (c.value, c.label) for c in (Channel.PHONE, Channel.WALK_IN, Channel.EMAIL, Channel.SOCIAL)
+]
 
 
 @admin.register(Department)
@@ -36,7 +50,15 @@ class DepartmentAdmin(admin.ModelAdmin):
 
 @admin.register(ServiceCategory)
 class ServiceCategoryAdmin(admin.ModelAdmin):
-    list_display = ["name", "code", "group", "department", "sla_hours", "default_priority", "is_active"]
+    list_display = [
+        "name",
+        "code",
+        "group",
+        "department",
+        "sla_hours",
+        "default_priority",
+        "is_active",
+    ]
     list_filter = ["group", "department", "is_active"]
     search_fields = ["name", "code", "keywords"]
     prepopulated_fields = {"code": ["name"]}
@@ -86,7 +108,8 @@ class RequestWorkForm(forms.ModelForm):
 
     new_status = forms.ChoiceField(label=_("Change status to"), required=False)
     status_note = forms.CharField(
-        label=_("Note shown to the resident with the status"), required=False,
+        label=_("Note shown to the resident with the status"),
+        required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
     )
     close_reason_choice = forms.ChoiceField(
@@ -94,7 +117,28 @@ class RequestWorkForm(forms.ModelForm):
         choices=[("", "—"), *CloseReason.choices],
         required=False,
     )
-    comment = forms.CharField(label=_("Add a comment"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    assign_crew = forms.ModelChoiceField(
+        Crew.objects.none(), label=_("Assign to crew"), required=False
+    )
+    forward_to = forms.ModelChoiceField(
+        Department.objects.filter(is_active=True), label=_("Forward to department"), required=False
+    )
+    forward_reason = forms.CharField(label=_("Why forward"), required=False)
+    work_order_action = forms.ChoiceField(
+        label=_("Work order"),
+        required=False,
+        choices=[
+            ("", "—"),
+            ("new", _("Create a work order for this request")),
+            ("attach", _("Attach to the work order chosen below")),
+        ],
+    )
+    attach_to = forms.ModelChoiceField(
+        WorkOrder.objects.none(), label=_("Existing work order"), required=False
+    )
+    comment = forms.CharField(
+        label=_("Add a comment"), required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
     comment_is_public = forms.BooleanField(
         label=_("Public (shown to the resident and emailed); leave unticked for an internal note"),
         required=False,
@@ -107,8 +151,13 @@ class RequestWorkForm(forms.ModelForm):
         model = ServiceRequest
         fields = ["priority", "department", "is_public"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if user is not None:
+            self.fields["assign_crew"].queryset = assignable_crews(user)
+            self.fields["attach_to"].queryset = (
+                visible_work_orders(user).active().select_related("crew")
+            )
         current = Status(self.instance.status)
         self.fields["new_status"].choices = [("", "—")] + [
             (s.value, s.label) for s in Status if s in TRANSITIONS[current]
@@ -117,18 +166,26 @@ class RequestWorkForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        stored = ServiceRequest.objects.filter(pk=self.instance.pk).values_list(
-            "updated_at", flat=True
-        ).first()
+        stored = (
+            ServiceRequest.objects.filter(pk=self.instance.pk)
+            .values_list("updated_at", flat=True)
+            .first()
+        )
         if stored and cleaned.get("loaded_at") != stored.isoformat():
             raise ValidationError(
-                _("Someone else changed this request while you had it open. Reload the page "
-                  "to see their change, then make yours.")
+                _(
+                    "Someone else changed this request while you had it open. Reload the page "
+                    "to see their change, then make yours."
+                )
             )
         if cleaned.get("new_status") == Status.CLOSED and not cleaned.get("close_reason_choice"):
             self.add_error("close_reason_choice", _("Closing without a fix needs a reason."))
         if cleaned.get("new_status") == Status.RECEIVED and not cleaned.get("status_note"):
             self.add_error("status_note", _("Say why the request is reopened."))
+        if cleaned.get("work_order_action") == "attach" and not cleaned.get("attach_to"):
+            self.add_error("attach_to", _("Choose the work order to attach to."))
+        if cleaned.get("forward_to") and not cleaned.get("forward_reason"):
+            self.add_error("forward_reason", _("Say why the request goes to another department."))
         return cleaned
 
 
@@ -177,20 +234,77 @@ class PhotoInline(ReadOnlyInline):
         )
 
 
+class BulkAssignForm(forms.Form):
+    crew = forms.ModelChoiceField(Crew.objects.none(), label=_("Crew"))
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["crew"].queryset = assignable_crews(user)
+
+
+class AssignmentFilter(admin.SimpleListFilter):
+    title = _("assignment")
+    parameter_name = "assignment"
+
+    def lookups(self, request, model_admin):
+        return [("triage", _("Triage queue (no department)")), ("no_crew", _("No crew yet"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "triage":
+            return queryset.needing_triage()
+        if self.value() == "no_crew":
+            return queryset.open().filter(crew__isnull=True)
+        return queryset
+
+
 @admin.register(ServiceRequest)
 class ServiceRequestAdmin(admin.ModelAdmin):
     list_display = [
-        "tracking_number", "category", "status", "priority", "department", "channel",
-        "address", "created_at", "due_at",
+        "tracking_number",
+        "category",
+        "status",
+        "priority",
+        "department",
+        "channel",
+        "address",
+        "created_at",
+        "due_at",
     ]
-    list_filter = ["status", "priority", "department", "category", "channel"]
+    list_filter = [
+        "status",
+        "priority",
+        "department",
+        "category",
+        "district",
+        "channel",
+        AssignmentFilter,
+        "crew",
+    ]
     search_fields = ["tracking_number", "address", "description"]
-    list_select_related = ["category", "department"]
+    list_select_related = ["category", "department", "crew"]
+    actions = ["assign_to_crew", "create_work_order"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "tracking_number", "category", "description", "address", "location", "channel",
-        "status", "reporter", "language", "created_at", "first_response_at", "resolved_at",
-        "due_at", "close_reason",
+        "tracking_number",
+        "category",
+        "description",
+        "address",
+        "location",
+        "map",
+        "channel",
+        "status",
+        "district",
+        "crew",
+        "assignee",
+        "work_order_link",
+        "forward_count",
+        "reporter",
+        "language",
+        "created_at",
+        "first_response_at",
+        "resolved_at",
+        "due_at",
+        "close_reason",
     ]
 
     def get_queryset(self, request):
@@ -216,15 +330,39 @@ class ServiceRequestAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["form"] = RequestWorkForm if obj else StaffIntakeForm
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            return form
+
+        class FormForUser(form):
+            def __init__(self, *args, **inner):
+                super().__init__(*args, user=request.user, **inner)
+
+        return FormForUser
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return StaffIntakeForm.Meta.fields
-        editable = [
-            "priority", "department", "is_public", "new_status", "status_note",
-            "close_reason_choice", "comment", "comment_is_public", "loaded_at",
-        ] if can_edit_requests(request.user) else []
+        editable = (
+            [
+                "new_status",
+                "status_note",
+                "close_reason_choice",
+                "assign_crew",
+                "priority",
+                "work_order_action",
+                "attach_to",
+                "forward_to",
+                "forward_reason",
+                "department",
+                "is_public",
+                "comment",
+                "comment_is_public",
+                "loaded_at",
+            ]
+            if can_edit_requests(request.user)
+            else []
+        )
         return [*self.readonly_fields, *editable]
 
     def get_readonly_fields(self, request, obj=None):
@@ -240,8 +378,36 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         return format_html(
             '{}, {} · <a href="https://www.openstreetmap.org/?mlat={}&mlon={}#map=18/{}/{}" '
             'target="_blank" rel="noopener">{}</a>',
-            obj.lat, obj.lng, obj.lat, obj.lng, obj.lat, obj.lng, _("open map"),
+            obj.lat,
+            obj.lng,
+            obj.lat,
+            obj.lng,
+            obj.lat,
+            obj.lng,
+            _("open map"),
         )
+
+    @admin.display(description=_("Map"))
+    def map(self, obj):
+        if not obj.has_location:
+            return "—"
+        return map_div("point-view", point_lat=obj.lat, point_lng=obj.lng)
+
+    @admin.display(description=_("Work order"))
+    def work_order_link(self, obj):
+        if not obj.work_order_id:
+            return "—"
+        order = obj.work_order
+        return format_html(
+            '<a href="{}">{} · {}</a>',
+            reverse("admin:requests_app_workorder_change", args=[order.pk]),
+            order,
+            order.get_status_display(),
+        )
+
+    @property
+    def media(self):
+        return super().media + ADMIN_MAP_MEDIA
 
     @admin.display(description=_("Reporter (private)"))
     def reporter(self, obj):
@@ -279,28 +445,184 @@ class ServiceRequestAdmin(admin.ModelAdmin):
                 if "priority" in form.changed_data:
                     ServiceRequest.objects.filter(pk=obj.pk).update(priority=data["priority"])
                     stored.record(
-                        HistoryEntry.Action.FIELD, by=request.user, field="priority",
-                        old=Priority(stored.priority).label, new=Priority(data["priority"]).label,
+                        HistoryEntry.Action.FIELD,
+                        by=request.user,
+                        field="priority",
+                        old=Priority(stored.priority).label,
+                        new=Priority(data["priority"]).label,
                     )
                 if "is_public" in form.changed_data:
                     ServiceRequest.objects.filter(pk=obj.pk).update(is_public=data["is_public"])
                     stored.record(
-                        HistoryEntry.Action.FIELD, by=request.user, field="is_public",
-                        old=stored.is_public, new=data["is_public"],
+                        HistoryEntry.Action.FIELD,
+                        by=request.user,
+                        field="is_public",
+                        old=stored.is_public,
+                        new=data["is_public"],
                     )
                 if "department" in form.changed_data and data["department"]:
-                    stored.assign_department(data["department"], by=request.user, why=_("Changed by staff"))
+                    stored.assign_department(
+                        data["department"], by=request.user, why=_("Changed by staff")
+                    )
                 if data.get("new_status"):
                     stored.change_status(
-                        data["new_status"], by=request.user, note=data.get("status_note", ""),
+                        data["new_status"],
+                        by=request.user,
+                        note=data.get("status_note", ""),
                         close_reason=data.get("close_reason_choice", ""),
                     )
+                if data.get("assign_crew"):
+                    stored.assign(crew=data["assign_crew"], by=request.user)
+                if data.get("forward_to"):
+                    stored.forward(
+                        data["forward_to"], by=request.user, reason=data["forward_reason"]
+                    )
+                if data.get("work_order_action") == "new":
+                    WorkOrder.create_for([stored], crew=stored.crew, by=request.user)
+                elif data.get("work_order_action") == "attach":
+                    data["attach_to"].attach(stored, by=request.user)
                 if data.get("comment"):
                     stored.add_comment(
-                        data["comment"], by=request.user, public=data.get("comment_is_public", False)
+                        data["comment"],
+                        by=request.user,
+                        public=data.get("comment_is_public", False),
                     )
         except (ConcurrentChange, ValidationError) as error:
             messages.error(request, " ".join(error.messages))
 
     def save_related(self, request, form, formsets, change):
         pass  # the inlines are read-only and the add form has none
+
+    @admin.action(description=_("Assign the selected requests to a crew…"))
+    def assign_to_crew(self, request, queryset):
+        if not can_edit_requests(request.user):
+            raise PermissionDenied
+        form = BulkAssignForm(request.POST if "apply" in request.POST else None, user=request.user)
+        if form.is_valid():
+            assigned, refused = 0, []
+            for service_request in queryset:
+                try:
+                    service_request.assign(crew=form.cleaned_data["crew"], by=request.user)
+                    assigned += 1
+                except ValidationError as error:
+                    refused.append(f"{service_request}: {' '.join(error.messages)}")
+            messages.success(
+                request,
+                _("%(n)d requests assigned to %(crew)s.")
+                % {"n": assigned, "crew": form.cleaned_data["crew"]},
+            )
+            for problem in refused:
+                messages.error(request, problem)
+            return None
+        return TemplateResponse(
+            request,
+            "admin/requests_app/bulk_assign.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Assign to a crew"),
+                "form": form,
+                "requests": queryset,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description=_("Create one work order for the selected requests"))
+    def create_work_order(self, request, queryset):
+        if not can_edit_requests(request.user):
+            raise PermissionDenied
+        selected = list(queryset.select_related("crew__department", "department"))
+        try:
+            crew = next((r.crew for r in selected if r.crew), None)
+            order = WorkOrder.create_for(selected, crew=crew, by=request.user)
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+            return None
+        messages.success(
+            request,
+            _("%(order)s created with %(n)d requests.")
+            % {"order": order, "n": order.requests.count()},
+        )
+        return None
+
+
+@admin.register(Crew)
+class CrewAdmin(admin.ModelAdmin):
+    list_display = ["name", "department", "is_active"]
+    list_filter = ["department", "is_active"]
+    filter_horizontal = ["members"]
+
+
+class WorkOrderRequestInline(ReadOnlyInline):
+    model = ServiceRequest
+    fk_name = "work_order"
+    fields = ["tracking_number", "category", "status", "address"]
+    readonly_fields = fields
+    verbose_name_plural = _("Requests in this work order")
+
+
+class WorkOrderPhotoInline(PhotoInline):
+    fk_name = "work_order"
+
+
+@admin.register(WorkOrder)
+class WorkOrderAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "department",
+        "crew",
+        "status",
+        "priority",
+        "scheduled_for",
+        "request_count",
+        "completed_at",
+    ]
+    list_filter = ["status", "department", "crew"]
+    fields = [
+        "department",
+        "crew",
+        "status",
+        "priority",
+        "scheduled_for",
+        "labour_hours",
+        "cost",
+        "resolution_note",
+        "created_at",
+        "started_at",
+        "completed_at",
+    ]
+    readonly_fields = [
+        "department",
+        "status",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "resolution_note",
+    ]
+    inlines = [WorkOrderRequestInline, WorkOrderPhotoInline]
+
+    def get_queryset(self, request):
+        return (
+            visible_work_orders(request.user)
+            .select_related("department", "crew")
+            .annotate(n_requests=Count("requests"))
+        )
+
+    @admin.display(description=_("requests"), ordering="n_requests")
+    def request_count(self, order):
+        return order.n_requests
+
+    def has_module_permission(self, request):
+        return staff_role(request.user) is not None
+
+    def has_view_permission(self, request, obj=None):
+        return staff_role(request.user) is not None
+
+    def has_change_permission(self, request, obj=None):
+        return can_edit_requests(request.user)
+
+    def has_add_permission(self, request):
+        return False  # created from requests, so they are never empty
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -27,6 +27,25 @@ class Department(models.Model):
         return self.name
 
 
+class Crew(models.Model):
+    name = models.CharField(_("name"), max_length=100)
+    department = models.ForeignKey(
+        Department, on_delete=models.PROTECT, related_name="crews", verbose_name=_("department")
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="crews", blank=True, verbose_name=_("members")
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        ordering = ["department__name", "name"]
+        verbose_name = _("crew")
+        verbose_name_plural = _("crews")
+
+    def __str__(self):
+        return f"{self.department} / {self.name}"
+
+
 class Priority(models.IntegerChoices):
     LOW = 1, _("Low")
     NORMAL = 2, _("Normal")
@@ -45,7 +64,10 @@ class ServiceCategory(models.Model):
     group = models.CharField(_("group"), max_length=100)
     description = models.TextField(_("description"), blank=True)
     department = models.ForeignKey(
-        Department, on_delete=models.PROTECT, related_name="categories", verbose_name=_("department")
+        Department,
+        on_delete=models.PROTECT,
+        related_name="categories",
+        verbose_name=_("department"),
     )
     default_priority = models.IntegerField(
         _("default priority"), choices=Priority.choices, default=Priority.NORMAL
@@ -55,6 +77,11 @@ class ServiceCategory(models.Model):
     )
     keywords = models.CharField(
         _("keywords"), max_length=300, blank=True, help_text=_("Comma-separated, used by routing.")
+    )
+    requires_after_photo = models.BooleanField(
+        _("completion needs an after photo"),
+        default=True,
+        help_text=_("Crews must add an “after” photo before they can complete the work."),
     )
     is_active = models.BooleanField(_("active"), default=True)
 
@@ -140,6 +167,9 @@ class ServiceRequestQuerySet(models.QuerySet):
             intake_processed_at__isnull=True, created_at__lte=timezone.now() - older_than
         )
 
+    def needing_triage(self):
+        return self.open().filter(department__isnull=True)
+
     def by_urgency(self):
         return self.order_by("-priority", F("due_at").asc(nulls_last=True), "created_at")
 
@@ -147,7 +177,10 @@ class ServiceRequestQuerySet(models.QuerySet):
 class ServiceRequest(models.Model):
     tracking_number = models.CharField(_("tracking number"), max_length=12, unique=True)
     category = models.ForeignKey(
-        ServiceCategory, on_delete=models.PROTECT, related_name="requests", verbose_name=_("category")
+        ServiceCategory,
+        on_delete=models.PROTECT,
+        related_name="requests",
+        verbose_name=_("category"),
     )
     description = models.TextField(_("description"))
     lat = models.FloatField(_("latitude"), null=True, blank=True)
@@ -166,6 +199,40 @@ class ServiceRequest(models.Model):
         related_name="requests",
         verbose_name=_("department"),
     )
+    district = models.ForeignKey(
+        "routing.District",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
+        verbose_name=_("district"),
+    )
+    crew = models.ForeignKey(
+        Crew,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
+        verbose_name=_("crew"),
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="assigned_requests",
+        verbose_name=_("assignee"),
+    )
+    work_order = models.ForeignKey(
+        "WorkOrder",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
+        verbose_name=_("work order"),
+    )
+    # How often the request was sent on to another department (the forwarding rate).
+    forward_count = models.PositiveIntegerField(_("times forwarded"), default=0)
     close_reason = models.CharField(
         _("reason for closing"), max_length=12, choices=CloseReason.choices, blank=True
     )
@@ -329,6 +396,65 @@ class ServiceRequest(models.Model):
             )
         return self
 
+    def _set(self, field, value, *, by=None, actor="", note="", action=None):
+        """Change one field with a history entry; returns False when nothing changed."""
+        old = getattr(self, field)
+        if old == value:
+            return False
+        setattr(self, field, value)
+        type(self).objects.filter(pk=self.pk).update(**{field: value, "updated_at": timezone.now()})
+        self.record(
+            action or HistoryEntry.Action.FIELD,
+            by=by,
+            actor=actor,
+            field=field,
+            old="" if old is None else old,
+            new="" if value is None else value,
+            note=note,
+        )
+        return True
+
+    def assign(self, *, crew=None, assignee=None, by=None, actor="", why=""):
+        """Give the request to a crew and/or a person, and mark it assigned."""
+        with transaction.atomic():
+            if crew is not None:
+                if self.department_id != crew.department_id:
+                    self.assign_department(crew.department, by=by, actor=actor, why=why)
+                self._set(
+                    "crew",
+                    crew,
+                    by=by,
+                    actor=actor,
+                    note=why,
+                    action=HistoryEntry.Action.ASSIGNMENT,
+                )
+            if assignee is not None:
+                self._set(
+                    "assignee",
+                    assignee,
+                    by=by,
+                    actor=actor,
+                    note=why,
+                    action=HistoryEntry.Action.ASSIGNMENT,
+                )
+            if self.status == Status.RECEIVED:
+                self.change_status(Status.ASSIGNED, by=by, actor=actor)
+        return self
+
+    def forward(self, department, *, by=None, reason=""):
+        """Send the request on to another department: a reroute, counted for the dashboard."""
+        if department == self.department:
+            raise ValidationError(_("The request is already with %(d)s.") % {"d": department})
+        with transaction.atomic():
+            type(self).objects.filter(pk=self.pk).update(forward_count=F("forward_count") + 1)
+            self.forward_count += 1
+            self._set("crew", None, by=by, note=reason)
+            self._set("assignee", None, by=by, note=reason)
+            self.assign_department(
+                department, by=by, why=_("Forwarded: %(reason)s") % {"reason": reason or "—"}
+            )
+        return self
+
     def add_comment(self, text, *, by=None, public, author_label=""):
         with transaction.atomic():
             comment = Comment.objects.create(
@@ -350,6 +476,12 @@ class ServiceRequest(models.Model):
 
                 notify_public_comment(self, comment)
         return comment
+
+    def public_photos(self):
+        mine = Q(request=self)
+        if self.work_order_id:
+            mine |= Q(work_order_id=self.work_order_id)
+        return Photo.objects.filter(mine, is_public=True).order_by("uploaded_at")
 
     def public_timeline(self):
         """What a resident may see: status changes and public comments, oldest first."""
@@ -383,6 +515,8 @@ class HistoryEntry(models.Model):
         NOTE = "note", _("Internal note")
         PHOTO = "photo", _("Photo added")
         ROUTING = "routing", _("Routing")
+        ASSIGNMENT = "assignment", _("Assignment")
+        WORK_ORDER = "work_order", _("Work order")
 
     request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="history")
     at = models.DateTimeField(default=timezone.now)
@@ -444,7 +578,14 @@ class Photo(models.Model):
         AFTER = "after", _("After work")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="photos")
+    # A resident's photo belongs to their request; a crew's before/after photo to the work
+    # order, and so to every request grouped under it.
+    request = models.ForeignKey(
+        ServiceRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="photos"
+    )
+    work_order = models.ForeignKey(
+        "WorkOrder", on_delete=models.PROTECT, null=True, blank=True, related_name="photos"
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CITIZEN)
     image = models.ImageField(upload_to=_photo_path, width_field="width", height_field="height")
     thumbnail = models.ImageField(upload_to=_photo_path)
@@ -458,6 +599,12 @@ class Photo(models.Model):
 
     class Meta:
         ordering = ["uploaded_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(request__isnull=False) | Q(work_order__isnull=False),
+                name="photo_belongs_somewhere",
+            )
+        ]
         verbose_name = _("photo")
         verbose_name_plural = _("photos")
 
@@ -484,12 +631,17 @@ class IntakeThrottle(models.Model):
             models.UniqueConstraint(fields=["key", "window_start"], name="throttle_key_window")
         ]
 
+    def __str__(self):
+        return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.hits}"
+
     @classmethod
     def hit(cls, key: str, *, limit: int, window: timedelta) -> bool:
         """Count one attempt for `key`; True while it is within `limit` per `window`."""
         now = timezone.now()
         seconds = int(window.total_seconds())
-        start = now - timedelta(seconds=int(now.timestamp()) % seconds, microseconds=now.microsecond)
+        start = now - timedelta(
+            seconds=int(now.timestamp()) % seconds, microseconds=now.microsecond
+        )
         with transaction.atomic():
             row, _created = cls.objects.get_or_create(key=key, window_start=start)
             cls.objects.filter(pk=row.pk).update(hits=F("hits") + 1)
@@ -528,4 +680,213 @@ class StaffProfile(models.Model):
 
     def clean(self):
         if self.role in (StaffRole.DEPARTMENT_STAFF, StaffRole.CREW) and not self.department:
-            raise ValidationError({"department": _("Department staff and crews need a department.")})
+            raise ValidationError(
+                {"department": _("Department staff and crews need a department.")}
+            )
+
+
+class WorkOrderStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    SCHEDULED = "scheduled", _("Scheduled")
+    IN_PROGRESS = "in_progress", _("In progress")
+    ON_HOLD = "on_hold", _("On hold")
+    COMPLETED = "completed", _("Completed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+ACTIVE_WORK = {
+    WorkOrderStatus.OPEN,
+    WorkOrderStatus.SCHEDULED,
+    WorkOrderStatus.IN_PROGRESS,
+    WorkOrderStatus.ON_HOLD,
+}
+WORK_ORDER_TRANSITIONS = {
+    WorkOrderStatus.OPEN: ACTIVE_WORK - {WorkOrderStatus.OPEN} | {WorkOrderStatus.CANCELLED},
+    WorkOrderStatus.SCHEDULED: ACTIVE_WORK - {WorkOrderStatus.SCHEDULED}
+    | {WorkOrderStatus.CANCELLED},
+    WorkOrderStatus.IN_PROGRESS: {
+        WorkOrderStatus.ON_HOLD,
+        WorkOrderStatus.COMPLETED,
+        WorkOrderStatus.CANCELLED,
+    },
+    WorkOrderStatus.ON_HOLD: {
+        WorkOrderStatus.SCHEDULED,
+        WorkOrderStatus.IN_PROGRESS,
+        WorkOrderStatus.CANCELLED,
+    },
+    WorkOrderStatus.COMPLETED: set(),
+    WorkOrderStatus.CANCELLED: set(),
+}
+# What the requests of a work order become when the order moves.
+REQUEST_STATUS_FOR_WORK = {
+    WorkOrderStatus.SCHEDULED: Status.SCHEDULED,
+    WorkOrderStatus.IN_PROGRESS: Status.IN_PROGRESS,
+    WorkOrderStatus.COMPLETED: Status.COMPLETED,
+}
+
+
+class WorkOrderQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_WORK)
+
+    def for_member(self, user):
+        return self.filter(crew__members=user)
+
+
+class WorkOrder(models.Model):
+    """The crew's job: one or more requests fixed in one visit."""
+
+    department = models.ForeignKey(
+        Department,
+        on_delete=models.PROTECT,
+        related_name="work_orders",
+        verbose_name=_("department"),
+    )
+    crew = models.ForeignKey(
+        Crew,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="work_orders",
+        verbose_name=_("crew"),
+    )
+    status = models.CharField(
+        _("status"), max_length=12, choices=WorkOrderStatus.choices, default=WorkOrderStatus.OPEN
+    )
+    priority = models.IntegerField(_("priority"), choices=Priority.choices, default=Priority.NORMAL)
+    scheduled_for = models.DateField(_("scheduled for"), null=True, blank=True)
+    labour_hours = models.DecimalField(
+        _("labour hours"), max_digits=7, decimal_places=2, null=True, blank=True
+    )
+    cost = models.DecimalField(_("cost"), max_digits=10, decimal_places=2, null=True, blank=True)
+    resolution_note = models.TextField(_("resolution note"), blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkOrderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-priority", "scheduled_for", "created_at"]
+        verbose_name = _("work order")
+        verbose_name_plural = _("work orders")
+
+    def __str__(self):
+        return f"WO-{self.pk}"
+
+    @property
+    def is_active(self):
+        return self.status in ACTIVE_WORK
+
+    def get_absolute_url(self):
+        return reverse("crew:work_order", args=[self.pk])
+
+    @classmethod
+    def create_for(cls, requests, *, crew=None, by=None, scheduled_for=None):
+        requests = list(requests)
+        if not requests:
+            raise ValidationError(_("A work order needs at least one request."))
+        department = crew.department if crew else requests[0].department
+        if department is None:
+            raise ValidationError(_("Route the request to a department first."))
+        with transaction.atomic():
+            order = cls.objects.create(
+                department=department,
+                crew=crew,
+                created_by=by,
+                scheduled_for=scheduled_for,
+                priority=max(r.priority for r in requests),
+                status=WorkOrderStatus.SCHEDULED if scheduled_for else WorkOrderStatus.OPEN,
+            )
+            for request in requests:
+                order.attach(request, by=by)
+        return order
+
+    def attach(self, request, *, by=None):
+        if not self.is_active:
+            raise ValidationError(
+                _("%(order)s is closed; requests cannot join it.") % {"order": self}
+            )
+        if not request.is_open:
+            raise ValidationError(_("%(request)s is no longer open.") % {"request": request})
+        with transaction.atomic():
+            request._set("work_order", self, by=by, action=HistoryEntry.Action.WORK_ORDER)
+            if self.crew and request.crew_id != self.crew_id:
+                request.assign(crew=self.crew, by=by)
+            target = REQUEST_STATUS_FOR_WORK.get(self.status)
+            if target and request.status != target and target in TRANSITIONS[request.status]:
+                request.change_status(target, by=by)
+            elif request.status == Status.RECEIVED:
+                request.change_status(Status.ASSIGNED, by=by)
+
+    def _move(self, new_status, *, by=None, note="", **changes):
+        """Conditional on the status we read: two people pressing at once cannot both win."""
+        new_status = WorkOrderStatus(new_status)
+        old_status = WorkOrderStatus(self.status)
+        if new_status not in WORK_ORDER_TRANSITIONS[old_status]:
+            raise InvalidTransition(
+                _("A work order that is %(old)s cannot become %(new)s.")
+                % {"old": old_status.label, "new": new_status.label}
+            )
+        with transaction.atomic():
+            updated = (
+                type(self)
+                .objects.filter(pk=self.pk, status=old_status)
+                .update(status=new_status, **changes)
+            )
+            if not updated:
+                raise ConcurrentChange(
+                    _("This work order was changed by someone else. Reload it and try again.")
+                )
+            self.status = new_status
+            for name, value in changes.items():
+                setattr(self, name, value)
+            target = REQUEST_STATUS_FOR_WORK.get(new_status)
+            for request in self.requests.select_for_update().filter(status__in=OPEN_STATUSES):
+                request.record(
+                    HistoryEntry.Action.WORK_ORDER,
+                    by=by,
+                    field="work_order_status",
+                    old=old_status.label,
+                    new=new_status.label,
+                    note=note,
+                )
+                if target and request.status != target and target in TRANSITIONS[request.status]:
+                    request.change_status(
+                        target, by=by, note=note if target == Status.COMPLETED else ""
+                    )
+        return self
+
+    def schedule(self, scheduled_for, *, crew=None, by=None):
+        changes = {"scheduled_for": scheduled_for}
+        if crew is not None:
+            changes["crew"] = crew
+        return self._move(WorkOrderStatus.SCHEDULED, by=by, **changes)
+
+    def start(self, *, by=None):
+        return self._move(WorkOrderStatus.IN_PROGRESS, by=by, started_at=timezone.now())
+
+    def hold(self, *, by=None, note=""):
+        return self._move(WorkOrderStatus.ON_HOLD, by=by, note=note)
+
+    def cancel(self, *, by=None, note=""):
+        return self._move(WorkOrderStatus.CANCELLED, by=by, note=note)
+
+    def needs_after_photo(self) -> bool:
+        return self.requests.filter(category__requires_after_photo=True).exists()
+
+    def complete(self, note, *, by=None, labour_hours=None, cost=None):
+        note = (note or "").strip()
+        if not note:
+            raise InvalidTransition(_("Write a resolution note before completing the work."))
+        if self.needs_after_photo() and not self.photos.filter(kind=Photo.Kind.AFTER).exists():
+            raise InvalidTransition(_("Add an “after” photo before completing the work."))
+        changes = {"resolution_note": note, "completed_at": timezone.now()}
+        if labour_hours is not None:
+            changes["labour_hours"] = labour_hours
+        if cost is not None:
+            changes["cost"] = cost
+        return self._move(WorkOrderStatus.COMPLETED, by=by, note=note, **changes)

@@ -84,8 +84,27 @@ def photo_attach(request, processed: ProcessedPhoto, *, kind=Photo.Kind.CITIZEN,
     photo.thumbnail.save(f"{photo.id.hex}-thumb.jpg", ContentFile(processed.thumbnail), save=False)
     photo.save()
     request.record(
-        HistoryEntry.Action.PHOTO, by=by, actor="" if by else "Resident", new=photo.get_kind_display()
+        HistoryEntry.Action.PHOTO,
+        by=by,
+        actor="" if by else "Resident",
+        new=photo.get_kind_display(),
     )
+    return photo
+
+
+def work_order_add_photo(order, processed: ProcessedPhoto, *, kind, by=None):
+    """A crew's before/after photo: it belongs to the work order and shows on its requests."""
+    with transaction.atomic():
+        photo = Photo(work_order=order, kind=kind, uploaded_by=by)
+        photo.image.save(f"{photo.id.hex}.jpg", ContentFile(processed.image), save=False)
+        photo.thumbnail.save(
+            f"{photo.id.hex}-thumb.jpg", ContentFile(processed.thumbnail), save=False
+        )
+        photo.save()
+        for request in order.requests.all():
+            request.record(
+                HistoryEntry.Action.PHOTO, by=by, new=photo.get_kind_display(), note=str(order)
+            )
     return photo
 
 

@@ -1,30 +1,141 @@
-"""Deciding who handles a request.
+"""Deciding who handles a request, and explaining why.
 
-For now every request goes to its category's department; rules by area and keywords
-build on this entry point.
+`decide()` is pure: the routing simulator in the admin and intake use the same function,
+so what the simulator shows is what intake will do.
 """
 
-from django.utils.translation import gettext as _
+from dataclasses import dataclass, field
+from threading import Lock
 
-from requests_app.models import HistoryEntry, Status
+from django.db.models import Count, Max
+from django.utils.translation import gettext as _
+from shapely.geometry import Point
+from shapely.prepared import prep
+
+from requests_app.models import HistoryEntry, Priority, Status
+
+from .models import District, RoutingRule
+
+_district_cache = {"version": None, "shapes": []}
+_district_lock = Lock()
+
+
+def _prepared_districts():
+    """Prepared shapes of the active districts, rebuilt when any district changes."""
+    version = District.objects.aggregate(changed=Max("updated_at"), count=Count("pk"))
+    version = (version["changed"], version["count"])
+    with _district_lock:
+        if _district_cache["version"] != version:
+            _district_cache["shapes"] = [
+                (district, prep(district.geometry()))
+                for district in District.objects.filter(is_active=True)
+            ]
+            _district_cache["version"] = version
+        return _district_cache["shapes"]
+
+
+def district_for(lat, lng):
+    if lat is None or lng is None:
+        return None
+    point = Point(lng, lat)
+    for district, shape in _prepared_districts():
+        if shape.covers(point):
+            return district
+    return None
+
+
+@dataclass
+class Decision:
+    district: object = None
+    rule: RoutingRule | None = None
+    reasons: list = field(default_factory=list)
+    department: object = None
+    crew: object = None
+    assignee: object = None
+    priority: int | None = None
+
+    @property
+    def priority_label(self):
+        return Priority(self.priority).label if self.priority else ""
+
+    @property
+    def to_triage(self):
+        return self.department is None
+
+    def explain(self):
+        target = " / ".join(
+            str(p) for p in (self.department, self.crew and self.crew.name, self.assignee) if p
+        )
+        if self.rule:
+            return _("Routed to %(target)s by rule ‘%(rule)s’ (%(why)s)") % {
+                "target": target or _("no change"),
+                "rule": self.rule.name,
+                "why": " + ".join(self.reasons),
+            }
+        if self.department:
+            return _(
+                "Routed to %(target)s: no rule matched, default department of the category"
+            ) % {"target": target}
+        return _(
+            "No rule matched and the category has no active department: left in the triage queue"
+        )
+
+
+def decide(category, lat, lng, text, *, district=None) -> Decision:
+    district = district if district is not None else district_for(lat, lng)
+    decision = Decision(district=district)
+    rules = (
+        RoutingRule.objects.filter(is_active=True)
+        .select_related("department", "crew__department", "assignee")
+        .prefetch_related("categories", "districts")
+    )
+    for rule in rules:
+        reasons = rule.match(
+            category,
+            district,
+            text,
+            category_ids={c.pk for c in rule.categories.all()},
+            district_ids={d.pk for d in rule.districts.all()},
+        )
+        if reasons is None:
+            continue
+        decision.rule, decision.reasons = rule, reasons or [_("matches everything")]
+        decision.crew, decision.assignee, decision.priority = (
+            rule.crew,
+            rule.assignee,
+            rule.priority,
+        )
+        decision.department = rule.department or (rule.crew.department if rule.crew else None)
+        break
+    if decision.department is None:
+        default = category.department
+        if default is not None and default.is_active:
+            decision.department = default
+    return decision
 
 
 def request_route(request):
     """Route a freshly received request. The caller holds the row lock."""
-    department = request.category.department
-    if department is None or not department.is_active:
-        request.record(
-            HistoryEntry.Action.ROUTING,
-            actor="Routing",
-            note=_("No active department for this category: left in the triage queue."),
-        )
-        return None
-    request.assign_department(
-        department,
+    decision = decide(request.category, request.lat, request.lng, request.description)
+    if decision.district is not None:
+        request._set("district", decision.district, actor="Routing")
+    explanation = decision.explain()
+    if decision.to_triage:
+        request.record(HistoryEntry.Action.ROUTING, actor="Routing", note=explanation)
+        return decision
+    request.record(
+        HistoryEntry.Action.ROUTING,
         actor="Routing",
-        why=_("Routed to %(department)s: default department for %(category)s")
-        % {"department": department, "category": request.category},
+        note=explanation,
+        new=decision.rule.name if decision.rule else "",
     )
+    request.assign_department(decision.department, actor="Routing", why=explanation)
+    if decision.priority and decision.priority != request.priority:
+        request._set("priority", decision.priority, actor="Routing", note=explanation)
+    if decision.crew or decision.assignee:
+        request.assign(
+            crew=decision.crew, assignee=decision.assignee, actor="Routing", why=explanation
+        )
     if request.status == Status.RECEIVED:
         request.change_status(Status.ASSIGNED, actor="Routing")
-    return department
+    return decision

@@ -58,8 +58,12 @@ def streets(db):
 @pytest.fixture
 def pothole(streets):
     return CategoryFactory(
-        code="pothole", name="Pothole", group="Streets and sidewalks", department=streets,
-        sla_hours=72, default_priority=Priority.NORMAL,
+        code="pothole",
+        name="Pothole",
+        group="Streets and sidewalks",
+        department=streets,
+        sla_hours=72,
+        default_priority=Priority.NORMAL,
     )
 
 
@@ -69,8 +73,9 @@ def dispatcher(db):
 
 
 def upload(name="photo.jpg", data=None, content_type="image/jpeg", **image_options):
-    return SimpleUploadedFile(name, data if data is not None else make_image(**image_options),
-                              content_type=content_type)
+    return SimpleUploadedFile(
+        name, data if data is not None else make_image(**image_options), content_type=content_type
+    )
 
 
 @pytest.fixture
@@ -79,6 +84,7 @@ def photo_upload():
 
 
 # --- A real Celery worker ----------------------------------------------------------------
+
 
 def _database_url():
     s = connection.settings_dict
@@ -97,9 +103,23 @@ class WorkerProcess:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "civicdesk", "worker", "--loglevel=INFO",
-             "--concurrency=1", "--without-mingle", "--without-gossip", "--pool=prefork"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "civicdesk",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--without-mingle",
+                "--without-gossip",
+                "--pool=prefork",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -121,7 +141,6 @@ class WorkerProcess:
 @pytest.fixture
 def celery_worker_env(transactional_db, settings, tmp_path):
     """Environment for a worker process that shares this test's database and broker."""
-    from civicdesk.celery import app
 
     env = {
         **os.environ,
@@ -135,10 +154,15 @@ def celery_worker_env(transactional_db, settings, tmp_path):
         broker_dir = tmp_path / "broker"
         broker_dir.mkdir()
         env["CELERY_FILESYSTEM_BROKER_DIR"] = str(broker_dir)
-        use_broker("filesystem://", {
-            "data_folder_in": str(broker_dir), "data_folder_out": str(broker_dir),
-            "control_folder": str(broker_dir / "control"), "store_processed": False,
-        })
+        use_broker(
+            "filesystem://",
+            {
+                "data_folder_in": str(broker_dir),
+                "data_folder_out": str(broker_dir),
+                "control_folder": str(broker_dir / "control"),
+                "store_processed": False,
+            },
+        )
     yield env
     use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
 

@@ -62,5 +62,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 def staff_user(username, role, department=None):
     user = UserFactory(username=username, is_superuser=role == StaffRole.ADMINISTRATOR)
-    StaffProfile.objects.update_or_create(user=user, defaults={"role": role, "department": department})
+    StaffProfile.objects.update_or_create(
+        user=user, defaults={"role": role, "department": department}
+    )
     return user

@@ -6,7 +6,12 @@ from django.urls import reverse
 from notifications.models import Notification
 from requests_app.models import Channel, Comment, HistoryEntry, ServiceRequest, StaffRole, Status
 
-from .factories import CITY_CENTER, CategoryFactory, DepartmentFactory, ServiceRequestFactory, staff_user
+from .factories import (
+    CategoryFactory,
+    DepartmentFactory,
+    ServiceRequestFactory,
+    staff_user,
+)
 
 
 @pytest.fixture
@@ -18,13 +23,21 @@ def parks_request(db):
 
 def test_phone_request_entered_by_staff_is_a_tracked_request(client, dispatcher, pothole):
     client.force_login(dispatcher)
-    response = client.post(reverse("admin:requests_app_servicerequest_add"), {
-        "channel": Channel.PHONE, "category": pothole.pk,
-        "description": "Caller reports a pothole outside the library",
-        "address": "700 Boylston St", "lat": "", "lng": "",
-        "reporter_name": "Joe Caller", "reporter_email": "joe@example.org",
-        "reporter_phone": "617-555-0100", "language": "en",
-    })
+    response = client.post(
+        reverse("admin:requests_app_servicerequest_add"),
+        {
+            "channel": Channel.PHONE,
+            "category": pothole.pk,
+            "description": "Caller reports a pothole outside the library",
+            "address": "700 Boylston St",
+            "lat": "",
+            "lng": "",
+            "reporter_name": "Joe Caller",
+            "reporter_email": "joe@example.org",
+            "reporter_phone": "617-555-0100",
+            "language": "en",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     request = ServiceRequest.objects.get()
     assert request.channel == Channel.PHONE
@@ -36,10 +49,18 @@ def test_phone_request_entered_by_staff_is_a_tracked_request(client, dispatcher,
 
 def test_staff_intake_outside_service_area_is_refused(client, dispatcher, pothole):
     client.force_login(dispatcher)
-    response = client.post(reverse("admin:requests_app_servicerequest_add"), {
-        "channel": Channel.WALK_IN, "category": pothole.pk, "description": "Far away",
-        "address": "", "lat": "40.7", "lng": "-74.0", "language": "en",
-    })
+    response = client.post(
+        reverse("admin:requests_app_servicerequest_add"),
+        {
+            "channel": Channel.WALK_IN,
+            "category": pothole.pk,
+            "description": "Far away",
+            "address": "",
+            "lat": "40.7",
+            "lng": "-74.0",
+            "language": "en",
+        },
+    )
     assert response.status_code == 200
     assert "outside the service area" in response.content.decode()
     assert not ServiceRequest.objects.exists()
@@ -52,13 +73,21 @@ def test_dispatcher_changes_status_and_adds_internal_note(client, dispatcher, po
     page = client.get(url)
     assert page.status_code == 200
     loaded_at = page.context["adminform"].form["loaded_at"].value()
-    response = client.post(url, {
-        "priority": request.priority, "department": pothole.department.pk, "is_public": "on",
-        "new_status": Status.IN_PROGRESS, "status_note": "", "close_reason_choice": "",
-        "comment": "Reporter asked us to ring the bell", "comment_is_public": "",
-        "loaded_at": loaded_at,
-        **_empty_inlines(),
-    })
+    response = client.post(
+        url,
+        {
+            "priority": request.priority,
+            "department": pothole.department.pk,
+            "is_public": "on",
+            "new_status": Status.IN_PROGRESS,
+            "status_note": "",
+            "close_reason_choice": "",
+            "comment": "Reporter asked us to ring the bell",
+            "comment_is_public": "",
+            "loaded_at": loaded_at,
+            **_empty_inlines(),
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     request.refresh_from_db()
     assert request.status == Status.IN_PROGRESS
@@ -73,11 +102,20 @@ def test_stale_admin_form_cannot_overwrite_a_newer_change(client, dispatcher, po
     url = reverse("admin:requests_app_servicerequest_change", args=[request.pk])
     loaded_at = client.get(url).context["adminform"].form["loaded_at"].value()
     request.change_status(Status.ASSIGNED)  # another dispatcher, a moment later
-    response = client.post(url, {
-        "priority": request.priority, "department": "", "is_public": "on",
-        "new_status": Status.CLOSED, "status_note": "", "close_reason_choice": "not_found",
-        "comment": "", "loaded_at": loaded_at, **_empty_inlines(),
-    })
+    response = client.post(
+        url,
+        {
+            "priority": request.priority,
+            "department": "",
+            "is_public": "on",
+            "new_status": Status.CLOSED,
+            "status_note": "",
+            "close_reason_choice": "not_found",
+            "comment": "",
+            "loaded_at": loaded_at,
+            **_empty_inlines(),
+        },
+    )
     assert response.status_code == 200
     assert "Someone else changed this request" in response.content.decode()
     request.refresh_from_db()
@@ -111,6 +149,12 @@ def test_resident_cannot_reach_the_admin_list(client, db):
 def _empty_inlines():
     data = {}
     for prefix in ("history", "comments", "photos"):
-        data.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0",
-                     f"{prefix}-MIN_NUM_FORMS": "0", f"{prefix}-MAX_NUM_FORMS": "1000"})
+        data.update(
+            {
+                f"{prefix}-TOTAL_FORMS": "0",
+                f"{prefix}-INITIAL_FORMS": "0",
+                f"{prefix}-MIN_NUM_FORMS": "0",
+                f"{prefix}-MAX_NUM_FORMS": "1000",
+            }
+        )
     return data

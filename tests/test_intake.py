@@ -19,14 +19,25 @@ DEAD_BROKER = "redis://127.0.0.1:9/0"  # the discard port: nothing answers there
 
 
 def submit(category, **extra):
-    return request_submit(Intake(category=category, description="Pothole by the school",
-                                 lat=CITY_CENTER[0], lng=CITY_CENTER[1], **extra))
+    return request_submit(
+        Intake(
+            category=category,
+            description="Pothole by the school",
+            lat=CITY_CENTER[0],
+            lng=CITY_CENTER[1],
+            **extra,
+        )
+    )
 
 
 @pytest.fixture
 def dead_broker(settings):
-    use_broker(DEAD_BROKER, settings.CELERY_BROKER_TRANSPORT_OPTIONS if settings.REDIS_URL
-               else {"socket_connect_timeout": 1, "socket_timeout": 2, "max_retries": 0})
+    use_broker(
+        DEAD_BROKER,
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS
+        if settings.REDIS_URL
+        else {"socket_connect_timeout": 1, "socket_timeout": 2, "max_retries": 0},
+    )
     yield
     use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
 
@@ -62,7 +73,7 @@ def test_processing_intake_twice_routes_once(pothole):
     assert request_process_intake(request.pk) is False
     assert request.history.filter(action=HistoryEntry.Action.DEPARTMENT).count() == 1
     routed = request.history.get(action=HistoryEntry.Action.DEPARTMENT)
-    assert "default department for Pothole" in routed.note
+    assert "Routed to Streets: no rule matched, default department" in routed.note
 
 
 def test_processing_a_missing_request_is_quiet(db):

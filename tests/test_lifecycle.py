@@ -17,8 +17,13 @@ from .factories import CITY_CENTER
 @pytest.fixture
 def new_request(pothole):
     return request_submit(
-        Intake(category=pothole, description="Pothole by the school", lat=CITY_CENTER[0],
-               lng=CITY_CENTER[1], reporter_email="maria@example.org")
+        Intake(
+            category=pothole,
+            description="Pothole by the school",
+            lat=CITY_CENTER[0],
+            lng=CITY_CENTER[1],
+            reporter_email="maria@example.org",
+        )
     )
 
 
@@ -37,10 +42,17 @@ def test_full_lifecycle_sets_timestamps_and_records_every_step(new_request, disp
     assert new_request.status == Status.COMPLETED
     assert new_request.first_response_at is not None
     assert new_request.resolved_at is not None
-    steps = list(new_request.history.filter(action=HistoryEntry.Action.STATUS)
-                 .values_list("old_value", "new_value"))
-    assert steps == [("received", "assigned"), ("assigned", "scheduled"),
-                     ("scheduled", "in_progress"), ("in_progress", "completed")]
+    steps = list(
+        new_request.history.filter(action=HistoryEntry.Action.STATUS).values_list(
+            "old_value", "new_value"
+        )
+    )
+    assert steps == [
+        ("received", "assigned"),
+        ("assigned", "scheduled"),
+        ("scheduled", "in_progress"),
+        ("in_progress", "completed"),
+    ]
     assert all(e.actor == dispatcher for e in new_request.history.filter(action="status"))
 
 
@@ -95,10 +107,13 @@ def test_internal_note_is_not_in_public_timeline(new_request, dispatcher):
     assert "Reporter is difficult" not in texts
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE requests_app_history SET note = 'rewritten'",
-    "DELETE FROM requests_app_history",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE requests_app_history SET note = 'rewritten'",
+        "DELETE FROM requests_app_history",
+    ],
+)
 def test_database_refuses_to_rewrite_history(new_request, statement):
     with pytest.raises((DatabaseError, IntegrityError)), transaction.atomic():
         with connection.cursor() as cursor:

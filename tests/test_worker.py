@@ -18,9 +18,16 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 def submit(category, **extra):
-    return request_submit(Intake(category=category, description="Streetlight out on the corner",
-                                 lat=CITY_CENTER[0], lng=CITY_CENTER[1],
-                                 reporter_email="maria@example.org", **extra))
+    return request_submit(
+        Intake(
+            category=category,
+            description="Streetlight out on the corner",
+            lat=CITY_CENTER[0],
+            lng=CITY_CENTER[1],
+            reporter_email="maria@example.org",
+            **extra,
+        )
+    )
 
 
 def processed(pk):
@@ -37,8 +44,11 @@ def test_worker_routes_a_new_request_and_sends_its_emails(pothole, celery_worker
         lambda: Notification.objects.filter(request=request, status="sent").count() == 2,
         timeout=30,
     ), celery_worker.output()
-    kinds = list(Notification.objects.filter(request=request).order_by("pk")
-                 .values_list("kind", "status", "attempts"))
+    kinds = list(
+        Notification.objects.filter(request=request)
+        .order_by("pk")
+        .values_list("kind", "status", "attempts")
+    )
     assert kinds == [("received", "sent", 1), ("status", "sent", 1)]
 
 
@@ -64,15 +74,26 @@ def test_request_submitted_while_redis_is_down_is_processed_after_it_returns(
     assert elapsed < 5, f"intake waited {elapsed:.1f}s on a broker that is down"
 
     redis = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     worker = None
     try:
         assert wait_for(lambda: _accepts(port), timeout=10)
-        worker = WorkerProcess({**celery_worker_env, "REDIS_URL": redis_url},
-                               tmp_path / "worker.log").start()
+        worker = WorkerProcess(
+            {**celery_worker_env, "REDIS_URL": redis_url}, tmp_path / "worker.log"
+        ).start()
         time.sleep(1)
         sweep_intake.apply_async()  # what beat sends every 30 seconds
         routed = wait_for(lambda: processed(request.pk), timeout=40)

@@ -37,48 +37,220 @@ DEPARTMENTS = {
 
 # code, name, group, department, SLA hours, priority, keywords, sample descriptions
 CATEGORIES = [
-    ("pothole", "Pothole", "Streets and sidewalks", "streets", 72, Priority.NORMAL, "hole,road,asphalt",
-     ["Deep pothole in the right lane", "Pothole opened up after the rain, cars swerving", "Two potholes by the crosswalk"]),
-    ("sidewalk", "Damaged sidewalk", "Streets and sidewalks", "streets", 240, Priority.LOW, "trip,crack,curb",
-     ["Raised slab, people trip here", "Cracked sidewalk near the bus stop"]),
-    ("street-cleaning", "Street cleaning", "Streets and sidewalks", "streets", 120, Priority.LOW, "debris,sweep",
-     ["Broken glass all over the bike lane", "Leaves blocking the storm drain"]),
-    ("snow-ice", "Snow or ice on street", "Streets and sidewalks", "streets", 12, Priority.HIGH, "snow,ice,plow",
-     ["Street not plowed since yesterday", "Sheet of ice at the corner"]),
-    ("streetlight", "Streetlight out", "Lights and signals", "traffic", 120, Priority.NORMAL, "light,lamp,dark",
-     ["Streetlight out, whole block is dark", "Light flickers all night"]),
-    ("traffic-signal", "Traffic signal problem", "Lights and signals", "traffic", 8, Priority.URGENT, "signal,red,green",
-     ["Signal stuck on red in all directions", "Walk signal not working"]),
-    ("sign-damaged", "Damaged or missing sign", "Lights and signals", "traffic", 72, Priority.NORMAL, "sign,stop",
-     ["Stop sign knocked over", "Street name sign missing"]),
-    ("tree-down", "Tree down", "Trees and parks", "parks", 4, Priority.URGENT, "tree,branch,fallen",
-     ["Large tree fell across the road", "Big branch down on the sidewalk"]),
-    ("tree-trim", "Tree needs trimming", "Trees and parks", "parks", 720, Priority.LOW, "branch,prune",
-     ["Branches hanging low over the sidewalk", "Tree blocking the streetlight"]),
-    ("park-maintenance", "Park maintenance", "Trees and parks", "parks", 168, Priority.LOW, "playground,bench",
-     ["Broken swing at the playground", "Overflowing bins in the park"]),
-    ("missed-trash", "Missed trash pickup", "Trash and recycling", "sanitation", 24, Priority.NORMAL, "trash,garbage,pickup",
-     ["Trash not picked up on our street this week", "Truck skipped our building"]),
-    ("missed-recycling", "Missed recycling pickup", "Trash and recycling", "sanitation", 48, Priority.NORMAL, "recycling,bin",
-     ["Recycling not collected", "Blue bins still full"]),
-    ("illegal-dumping", "Illegal dumping", "Trash and recycling", "sanitation", 72, Priority.NORMAL, "dumping,mattress,tires",
-     ["Mattress and tires dumped in the alley", "Construction debris left by the lot"]),
-    ("graffiti", "Graffiti", "Trash and recycling", "sanitation", 120, Priority.LOW, "graffiti,tag,paint",
-     ["Graffiti on the underpass wall", "Tags on the school fence"]),
-    ("water-leak", "Water leak", "Water and sewer", "water", 8, Priority.HIGH, "leak,water,flooding",
-     ["Water bubbling up from the street", "Leak from a pipe at the curb, flooding the gutter"]),
-    ("hydrant", "Hydrant problem", "Water and sewer", "water", 24, Priority.HIGH, "hydrant",
-     ["Hydrant leaking", "Hydrant cap missing"]),
-    ("sewer-backup", "Sewer backup or odor", "Water and sewer", "water", 12, Priority.HIGH, "sewer,smell,odor",
-     ["Strong sewer smell from the drain", "Manhole overflowing"]),
-    ("catch-basin", "Clogged catch basin", "Water and sewer", "water", 72, Priority.NORMAL, "drain,clogged,flooding",
-     ["Storm drain clogged, street floods when it rains"]),
-    ("abandoned-vehicle", "Abandoned vehicle", "Neighbourhood", "code", 168, Priority.LOW, "car,vehicle,abandoned",
-     ["Car with flat tires parked for weeks", "Van without plates not moved in a month"]),
-    ("overgrown-lot", "Overgrown vacant lot", "Neighbourhood", "code", 336, Priority.LOW, "weeds,lot,rats",
-     ["Weeds waist-high on the vacant lot", "Rats seen in the overgrown yard"]),
-    ("noise", "Construction noise after hours", "Neighbourhood", "code", 48, Priority.NORMAL, "noise,construction",
-     ["Jackhammering at 11 pm", "Construction starting at 5 am"]),
+    (
+        "pothole",
+        "Pothole",
+        "Streets and sidewalks",
+        "streets",
+        72,
+        Priority.NORMAL,
+        "hole,road,asphalt",
+        [
+            "Deep pothole in the right lane",
+            "Pothole opened up after the rain, cars swerving",
+            "Two potholes by the crosswalk",
+        ],
+    ),
+    (
+        "sidewalk",
+        "Damaged sidewalk",
+        "Streets and sidewalks",
+        "streets",
+        240,
+        Priority.LOW,
+        "trip,crack,curb",
+        ["Raised slab, people trip here", "Cracked sidewalk near the bus stop"],
+    ),
+    (
+        "street-cleaning",
+        "Street cleaning",
+        "Streets and sidewalks",
+        "streets",
+        120,
+        Priority.LOW,
+        "debris,sweep",
+        ["Broken glass all over the bike lane", "Leaves blocking the storm drain"],
+    ),
+    (
+        "snow-ice",
+        "Snow or ice on street",
+        "Streets and sidewalks",
+        "streets",
+        12,
+        Priority.HIGH,
+        "snow,ice,plow",
+        ["Street not plowed since yesterday", "Sheet of ice at the corner"],
+    ),
+    (
+        "streetlight",
+        "Streetlight out",
+        "Lights and signals",
+        "traffic",
+        120,
+        Priority.NORMAL,
+        "light,lamp,dark",
+        ["Streetlight out, whole block is dark", "Light flickers all night"],
+    ),
+    (
+        "traffic-signal",
+        "Traffic signal problem",
+        "Lights and signals",
+        "traffic",
+        8,
+        Priority.URGENT,
+        "signal,red,green",
+        ["Signal stuck on red in all directions", "Walk signal not working"],
+    ),
+    (
+        "sign-damaged",
+        "Damaged or missing sign",
+        "Lights and signals",
+        "traffic",
+        72,
+        Priority.NORMAL,
+        "sign,stop",
+        ["Stop sign knocked over", "Street name sign missing"],
+    ),
+    (
+        "tree-down",
+        "Tree down",
+        "Trees and parks",
+        "parks",
+        4,
+        Priority.URGENT,
+        "tree,branch,fallen",
+        ["Large tree fell across the road", "Big branch down on the sidewalk"],
+    ),
+    (
+        "tree-trim",
+        "Tree needs trimming",
+        "Trees and parks",
+        "parks",
+        720,
+        Priority.LOW,
+        "branch,prune",
+        ["Branches hanging low over the sidewalk", "Tree blocking the streetlight"],
+    ),
+    (
+        "park-maintenance",
+        "Park maintenance",
+        "Trees and parks",
+        "parks",
+        168,
+        Priority.LOW,
+        "playground,bench",
+        ["Broken swing at the playground", "Overflowing bins in the park"],
+    ),
+    (
+        "missed-trash",
+        "Missed trash pickup",
+        "Trash and recycling",
+        "sanitation",
+        24,
+        Priority.NORMAL,
+        "trash,garbage,pickup",
+        ["Trash not picked up on our street this week", "Truck skipped our building"],
+    ),
+    (
+        "missed-recycling",
+        "Missed recycling pickup",
+        "Trash and recycling",
+        "sanitation",
+        48,
+        Priority.NORMAL,
+        "recycling,bin",
+        ["Recycling not collected", "Blue bins still full"],
+    ),
+    (
+        "illegal-dumping",
+        "Illegal dumping",
+        "Trash and recycling",
+        "sanitation",
+        72,
+        Priority.NORMAL,
+        "dumping,mattress,tires",
+        ["Mattress and tires dumped in the alley", "Construction debris left by the lot"],
+    ),
+    (
+        "graffiti",
+        "Graffiti",
+        "Trash and recycling",
+        "sanitation",
+        120,
+        Priority.LOW,
+        "graffiti,tag,paint",
+        ["Graffiti on the underpass wall", "Tags on the school fence"],
+    ),
+    (
+        "water-leak",
+        "Water leak",
+        "Water and sewer",
+        "water",
+        8,
+        Priority.HIGH,
+        "leak,water,flooding",
+        ["Water bubbling up from the street", "Leak from a pipe at the curb, flooding the gutter"],
+    ),
+    (
+        "hydrant",
+        "Hydrant problem",
+        "Water and sewer",
+        "water",
+        24,
+        Priority.HIGH,
+        "hydrant",
+        ["Hydrant leaking", "Hydrant cap missing"],
+    ),
+    (
+        "sewer-backup",
+        "Sewer backup or odor",
+        "Water and sewer",
+        "water",
+        12,
+        Priority.HIGH,
+        "sewer,smell,odor",
+        ["Strong sewer smell from the drain", "Manhole overflowing"],
+    ),
+    (
+        "catch-basin",
+        "Clogged catch basin",
+        "Water and sewer",
+        "water",
+        72,
+        Priority.NORMAL,
+        "drain,clogged,flooding",
+        ["Storm drain clogged, street floods when it rains"],
+    ),
+    (
+        "abandoned-vehicle",
+        "Abandoned vehicle",
+        "Neighbourhood",
+        "code",
+        168,
+        Priority.LOW,
+        "car,vehicle,abandoned",
+        ["Car with flat tires parked for weeks", "Van without plates not moved in a month"],
+    ),
+    (
+        "overgrown-lot",
+        "Overgrown vacant lot",
+        "Neighbourhood",
+        "code",
+        336,
+        Priority.LOW,
+        "weeds,lot,rats",
+        ["Weeds waist-high on the vacant lot", "Rats seen in the overgrown yard"],
+    ),
+    (
+        "noise",
+        "Construction noise after hours",
+        "Neighbourhood",
+        "code",
+        48,
+        Priority.NORMAL,
+        "noise,construction",
+        ["Jackhammering at 11 pm", "Construction starting at 5 am"],
+    ),
 ]
 
 STAFF = [
@@ -93,14 +265,36 @@ STAFF = [
 ]
 
 STREETS = [
-    "Maple St", "Oak Ave", "Washington St", "Main St", "Harbor Rd", "Elm St", "Cedar Ln",
-    "Park Dr", "River St", "Summer St", "Beacon St", "Hill Rd", "Pine St", "School St",
-    "Central Ave", "Lake St", "Mill Rd", "Church St", "Union Sq", "Chestnut St",
+    "Maple St",
+    "Oak Ave",
+    "Washington St",
+    "Main St",
+    "Harbor Rd",
+    "Elm St",
+    "Cedar Ln",
+    "Park Dr",
+    "River St",
+    "Summer St",
+    "Beacon St",
+    "Hill Rd",
+    "Pine St",
+    "School St",
+    "Central Ave",
+    "Lake St",
+    "Mill Rd",
+    "Church St",
+    "Union Sq",
+    "Chestnut St",
 ]
 
 STATE_MIX = [
-    (Status.RECEIVED, 10), (Status.ASSIGNED, 25), (Status.SCHEDULED, 10),
-    (Status.IN_PROGRESS, 12), (Status.WAITING, 4), (Status.COMPLETED, 32), (Status.CLOSED, 7),
+    (Status.RECEIVED, 10),
+    (Status.ASSIGNED, 25),
+    (Status.SCHEDULED, 10),
+    (Status.IN_PROGRESS, 12),
+    (Status.WAITING, 4),
+    (Status.COMPLETED, 32),
+    (Status.CLOSED, 7),
 ]
 PATHS = {
     Status.RECEIVED: [],
@@ -138,8 +332,12 @@ class Command(BaseCommand):
             category, _ = ServiceCategory.objects.update_or_create(
                 code=code,
                 defaults={
-                    "name": name, "group": group, "department": departments[dept],
-                    "sla_hours": hours, "default_priority": priority, "keywords": keywords,
+                    "name": name,
+                    "group": group,
+                    "department": departments[dept],
+                    "sla_hours": hours,
+                    "default_priority": priority,
+                    "keywords": keywords,
                 },
             )
             categories.append((category, samples))
@@ -149,20 +347,27 @@ class Command(BaseCommand):
         to_create = max(0, requests - existing)
         for _ in range(to_create):
             self._request(rng, categories)
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo city ready: {len(departments)} departments, {len(categories)} categories, "
-            f"{ServiceRequest.objects.count()} requests ({to_create} new)."
-        ))
-        self.stdout.write("Staff logins (password %r): %s" % (
-            DEMO_PASSWORD, ", ".join(username for username, *_ in STAFF)
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo city ready: {len(departments)} departments, {len(categories)} categories, "
+                f"{ServiceRequest.objects.count()} requests ({to_create} new)."
+            )
+        )
+        self.stdout.write(
+            "Staff logins (password %r): %s"
+            % (DEMO_PASSWORD, ", ".join(username for username, *_ in STAFF))
+        )
 
     def _staff(self, departments):
         User = get_user_model()
         for username, first, last, role, dept in STAFF:
             user, created = User.objects.get_or_create(
                 username=username,
-                defaults={"first_name": first, "last_name": last, "email": f"{username}@city.example"},
+                defaults={
+                    "first_name": first,
+                    "last_name": last,
+                    "email": f"{username}@city.example",
+                },
             )
             if created:
                 user.set_password(DEMO_PASSWORD)
@@ -201,7 +406,10 @@ class Command(BaseCommand):
         )
         request.save()
         HistoryEntry.objects.create(
-            request=request, at=created, actor_label="Resident", action=HistoryEntry.Action.CREATED,
+            request=request,
+            at=created,
+            actor_label="Resident",
+            action=HistoryEntry.Action.CREATED,
             note=f"Received via {request.get_channel_display()}",
         )
         at = created
@@ -211,8 +419,12 @@ class Command(BaseCommand):
             if step == Status.ASSIGNED:
                 request.department = category.department
                 HistoryEntry.objects.create(
-                    request=request, at=at, actor_label="Routing", action=HistoryEntry.Action.DEPARTMENT,
-                    field="department", new_value=category.department.name,
+                    request=request,
+                    at=at,
+                    actor_label="Routing",
+                    action=HistoryEntry.Action.DEPARTMENT,
+                    field="department",
+                    new_value=category.department.name,
                     note=f"Routed to {category.department}: default department for {category}",
                 )
                 request.first_response_at = at
@@ -221,22 +433,39 @@ class Command(BaseCommand):
                 request.close_reason = rng.choice(list(CloseReason)).value
                 note = CloseReason(request.close_reason).label
             HistoryEntry.objects.create(
-                request=request, at=at, actor_label="Routing" if step == Status.ASSIGNED else "Crew",
-                action=HistoryEntry.Action.STATUS, field="status", old_value=previous,
-                new_value=step, note=note, is_public=True,
+                request=request,
+                at=at,
+                actor_label="Routing" if step == Status.ASSIGNED else "Crew",
+                action=HistoryEntry.Action.STATUS,
+                field="status",
+                old_value=previous,
+                new_value=step,
+                note=note,
+                is_public=True,
             )
             previous = step
         if final in (Status.COMPLETED, Status.CLOSED):
             request.resolved_at = at
         if final in (Status.IN_PROGRESS, Status.COMPLETED) and rng.random() < 0.4:
             Comment.objects.create(
-                request=request, author_label="Crew", is_public=True, created_at=at,
-                text=rng.choice(["Crew on site today.", "Materials ordered, repair scheduled.",
-                                 "Thanks for the report, we are on it."]),
+                request=request,
+                author_label="Crew",
+                is_public=True,
+                created_at=at,
+                text=rng.choice(
+                    [
+                        "Crew on site today.",
+                        "Materials ordered, repair scheduled.",
+                        "Thanks for the report, we are on it.",
+                    ]
+                ),
             )
         if rng.random() < 0.2:
             Comment.objects.create(
-                request=request, author_label="Dispatch", is_public=False, created_at=at,
+                request=request,
+                author_label="Dispatch",
+                is_public=False,
+                created_at=at,
                 text="Called the reporter for the exact location.",
             )
         request.status = final
