@@ -77,12 +77,18 @@ def request_submit(intake: Intake) -> ServiceRequest:
     return request
 
 
-def photo_attach(request, processed: ProcessedPhoto, *, kind=Photo.Kind.CITIZEN, by=None):
-    photo = Photo(request=request, kind=kind, uploaded_by=by)
-    name = f"{photo.id.hex}.jpg"
-    photo.image.save(name, ContentFile(processed.image), save=False)
+def _store_photo(photo, processed: ProcessedPhoto):
+    """Write the re-encoded files under names we choose, never the uploader's."""
+    photo.image.save(f"{photo.id.hex}.jpg", ContentFile(processed.image), save=False)
     photo.thumbnail.save(f"{photo.id.hex}-thumb.jpg", ContentFile(processed.thumbnail), save=False)
+    # Set after the files: assigning a file makes ImageField re-read the dimensions.
+    photo.width, photo.height = processed.width, processed.height
     photo.save()
+    return photo
+
+
+def photo_attach(request, processed: ProcessedPhoto, *, kind=Photo.Kind.CITIZEN, by=None):
+    photo = _store_photo(Photo(request=request, kind=kind, uploaded_by=by), processed)
     request.record(
         HistoryEntry.Action.PHOTO,
         by=by,
@@ -95,12 +101,7 @@ def photo_attach(request, processed: ProcessedPhoto, *, kind=Photo.Kind.CITIZEN,
 def work_order_add_photo(order, processed: ProcessedPhoto, *, kind, by=None):
     """A crew's before/after photo: it belongs to the work order and shows on its requests."""
     with transaction.atomic():
-        photo = Photo(work_order=order, kind=kind, uploaded_by=by)
-        photo.image.save(f"{photo.id.hex}.jpg", ContentFile(processed.image), save=False)
-        photo.thumbnail.save(
-            f"{photo.id.hex}-thumb.jpg", ContentFile(processed.thumbnail), save=False
-        )
-        photo.save()
+        photo = _store_photo(Photo(work_order=order, kind=kind, uploaded_by=by), processed)
         for request in order.requests.all():
             request.record(
                 HistoryEntry.Action.PHOTO, by=by, new=photo.get_kind_display(), note=str(order)

@@ -150,7 +150,7 @@ def confirmation(request, tracking_number):
 @require_GET
 def status(request, tracking_number):
     service_request = public_request_or_404(tracking_number)
-    photos = service_request.photos.filter(is_public=True)
+    photos = service_request.public_photos()
     marker = (
         {"lat": service_request.lat, "lng": service_request.lng}
         if service_request.has_location

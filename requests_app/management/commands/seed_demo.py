@@ -14,6 +14,7 @@ from requests_app.models import (
     Channel,
     CloseReason,
     Comment,
+    Crew,
     Department,
     HistoryEntry,
     Priority,
@@ -22,6 +23,8 @@ from requests_app.models import (
     StaffProfile,
     StaffRole,
     Status,
+    WorkOrder,
+    WorkOrderStatus,
 )
 
 DEMO_PASSWORD = "civicdesk-demo"
@@ -342,6 +345,9 @@ class Command(BaseCommand):
             )
             categories.append((category, samples))
         self._staff(departments)
+        self._districts()
+        self.crews = self._crews(departments)
+        self._rules(departments)
 
         existing = ServiceRequest.objects.count()
         to_create = max(0, requests - existing)
@@ -377,6 +383,69 @@ class Command(BaseCommand):
             StaffProfile.objects.update_or_create(
                 user=user, defaults={"role": role, "department": departments.get(dept)}
             )
+
+    def _districts(self):
+        from routing.models import District
+
+        min_lng, min_lat, max_lng, max_lat = service_area.bounds()
+        rows, cols = 2, 3
+        names = ["Harborside", "Downtown", "Riverside", "Hillcrest", "Midtown", "Southgate"]
+        for index in range(rows * cols):
+            row, col = divmod(index, cols)
+            west = min_lng + (max_lng - min_lng) * col / cols
+            east = min_lng + (max_lng - min_lng) * (col + 1) / cols
+            north = max_lat - (max_lat - min_lat) * row / rows
+            south = max_lat - (max_lat - min_lat) * (row + 1) / rows
+            ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+            District.objects.update_or_create(
+                code=f"district-{index + 1}",
+                defaults={
+                    "name": f"District {index + 1} – {names[index]}",
+                    "boundary": {"type": "Polygon", "coordinates": [ring]},
+                },
+            )
+
+    def _crews(self, departments):
+        crews = {}
+        for slug, department in departments.items():
+            crews[slug] = [
+                Crew.objects.get_or_create(name=f"Crew {n}", department=department)[0]
+                for n in (1, 2)
+            ]
+        crew_user = get_user_model().objects.get(username="crew")
+        crews["streets"][0].members.add(crew_user)
+        return crews
+
+    def _rules(self, departments):
+        from routing.models import District, RoutingRule
+
+        if RoutingRule.objects.exists():
+            return
+        RoutingRule.objects.create(
+            name="Flooding or gas: urgent, to Water",
+            position=10,
+            keywords="flooding, flooded, gas leak, sinkhole",
+            department=departments["water"],
+            priority=Priority.URGENT,
+        )
+        potholes = RoutingRule.objects.create(
+            name="Potholes in District 2", position=20, crew=self.crews["streets"][1]
+        )
+        potholes.categories.set(ServiceCategory.objects.filter(code="pothole"))
+        potholes.districts.set(District.objects.filter(code="district-2"))
+        trees = RoutingRule.objects.create(
+            name="Trees down: Parks Crew 1",
+            position=30,
+            crew=self.crews["parks"][0],
+            priority=Priority.URGENT,
+        )
+        trees.categories.set(ServiceCategory.objects.filter(code="tree-down"))
+        RoutingRule.objects.create(
+            name="Injured or near a school: high priority",
+            position=40,
+            keywords="injured, injury, school",
+            priority=Priority.HIGH,
+        )
 
     def _request(self, rng, categories):
         min_lng, min_lat, max_lng, max_lat = service_area.bounds()
@@ -469,4 +538,27 @@ class Command(BaseCommand):
                 text="Called the reporter for the exact location.",
             )
         request.status = final
+        from routing.services import district_for
+
+        request.district = district_for(request.lat, request.lng)
+        if final in (Status.SCHEDULED, Status.IN_PROGRESS, Status.COMPLETED):
+            request.crew = rng.choice(self.crews[category.department.slug])
+            request.work_order = WorkOrder.objects.create(
+                department=category.department,
+                crew=request.crew,
+                priority=request.priority,
+                status={
+                    Status.SCHEDULED: WorkOrderStatus.SCHEDULED,
+                    Status.IN_PROGRESS: WorkOrderStatus.IN_PROGRESS,
+                    Status.COMPLETED: WorkOrderStatus.COMPLETED,
+                }[final],
+                scheduled_for=(at + timedelta(days=rng.randint(0, 3))).date(),
+                labour_hours=round(rng.uniform(0.5, 6), 1) if final == Status.COMPLETED else None,
+                cost=round(rng.uniform(80, 1500), 2) if final == Status.COMPLETED else None,
+                resolution_note=RESOLUTION_NOTES[Status.COMPLETED]
+                if final == Status.COMPLETED
+                else "",
+                created_at=at,
+                completed_at=at if final == Status.COMPLETED else None,
+            )
         request.save()
