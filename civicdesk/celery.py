@@ -29,7 +29,9 @@ def enqueue_on_commit(task, *args):
     def send():
         try:
             task.apply_async(args=args)
-        except Exception:  # broker down or frozen: the sweep will retry
-            logger.warning("Could not enqueue %s%r; the sweep will pick it up", task.name, args)
+        except Exception as error:  # broker down or frozen: the sweep will retry
+            logger.warning(
+                "Could not enqueue %s%r (%s); the sweep will pick it up", task.name, args, error
+            )
 
     transaction.on_commit(send)

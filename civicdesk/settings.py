@@ -172,6 +172,7 @@ else:
         "data_folder_out": str(_broker_dir),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        "polling_interval": 0.2,  # a folder cannot notify; poll often enough to feel instant
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -113,9 +113,11 @@ class ReportForm(LocationFormMixin, forms.Form):
         if cleaned.get("website"):
             raise forms.ValidationError(_("Your report could not be accepted."), code="honeypot")
         if cleaned.get("lat") is None and cleaned.get("lng") is None:
-            # No pin: a photo's GPS position is the next best thing.
+            # No pin: a photo's GPS position is the next best thing. A photo taken elsewhere
+            # (or with a wrong clock/GPS) is only a bad guess, never a reason to refuse the
+            # report, so positions outside the area are passed over, not reported as errors.
             for photo in self.processed_photos:
-                if photo.gps:
+                if photo.gps and service_area.contains(*photo.gps):
                     cleaned["lat"], cleaned["lng"] = photo.gps
                     self.located_by_photo = True
                     break
@@ -131,7 +133,9 @@ class TrackingLookupForm(forms.Form):
     number = forms.CharField(
         label=_("Tracking number"),
         max_length=30,
-        widget=forms.TextInput(attrs={"placeholder": "CD-XXXX-XXXX", "autocapitalize": "characters"}),
+        widget=forms.TextInput(
+            attrs={"placeholder": "CD-XXXX-XXXX", "autocapitalize": "characters"}
+        ),
     )
 
     def clean_number(self):

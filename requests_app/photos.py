@@ -11,8 +11,9 @@ import warnings
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 try:
     from pillow_heif import register_heif_opener
@@ -23,6 +24,17 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency, but optio
     ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP"}
 
 GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+# EXIF orientation → the transposition that shows the picture upright (as ImageOps uses).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class PhotoRejected(Exception):
@@ -43,9 +55,10 @@ class ProcessedPhoto:
 def process_photo(upload) -> ProcessedPhoto:
     name = getattr(upload, "name", "photo")
     if upload.size > settings.PHOTO_MAX_BYTES:
+        # filesizeformat, not whole megabytes: a limit below 1 MB must not read "0 MB".
         raise PhotoRejected(
-            _("%(name)s is larger than %(limit)d MB.")
-            % {"name": name, "limit": settings.PHOTO_MAX_BYTES // (1024 * 1024)}
+            _("%(name)s is larger than %(limit)s.")
+            % {"name": name, "limit": filesizeformat(settings.PHOTO_MAX_BYTES)}
         )
     not_a_photo = _("%(name)s is not a photo we can read (JPEG, PNG, WebP or HEIC).") % {
         "name": name
@@ -59,12 +72,15 @@ def process_photo(upload) -> ProcessedPhoto:
             image = Image.open(io.BytesIO(data))
             if image.format not in ACCEPTED_FORMATS:
                 raise PhotoRejected(not_a_photo)
-            if image.width * image.height > settings.PHOTO_MAX_PIXELS:
+            # Checked here as well as by the warning filter above: catch_warnings changes
+            # process-wide state, so another thread leaving its own catch_warnings block can
+            # quietly drop our filter, and the bomb would then be decoded after all.
+            if image.width * image.height > _pixel_limit():
                 raise PhotoRejected(
                     _("%(name)s has too many pixels (%(w)d × %(h)d).")
                     % {"name": name, "w": image.width, "h": image.height}
                 )
-            gps = _gps_coordinates(image)
+            exif = _exif(image)
             image.load()  # decodes every byte: truncated or corrupt files fail here
         except PhotoRejected:
             raise
@@ -72,11 +88,22 @@ def process_photo(upload) -> ProcessedPhoto:
             raise PhotoRejected(
                 _("%(name)s has too many pixels.") % {"name": name}
             ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        # pillow-heif reports undecodable HEIC (e.g. a corrupt parameter set claiming a huge
+        # picture) as RuntimeError, where Pillow's own decoders use OSError.
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, RuntimeError):
             raise PhotoRejected(not_a_photo) from None
 
-    image = ImageOps.exif_transpose(image)
+    gps = _gps_coordinates(exif)
+    # Not ImageOps.exif_transpose: it writes the remaining EXIF back into the image, and
+    # a malformed tag (which the camera's firmware or an editor may well produce) makes
+    # that raise. We throw the EXIF away, so only the orientation is needed.
+    transpose = _TRANSPOSE.get(_orientation(exif))
+    if transpose is not None:
+        image = image.transpose(transpose)
     image = _flatten(image)
+    # convert() and copy() carry `info` along, and the JPEG encoder writes info["comment"]
+    # (a JPEG COM segment, free text that cameras and apps fill) unless told otherwise.
+    image.info = {}
     image.thumbnail((settings.PHOTO_MAX_EDGE, settings.PHOTO_MAX_EDGE))
     full = _jpeg_bytes(image, quality=85)
     thumb_image = image.copy()
@@ -101,17 +128,41 @@ def _flatten(image):
 
 def _jpeg_bytes(image, *, quality):
     out = io.BytesIO()
-    # A new Image carries no EXIF/XMP/ICC unless passed explicitly, and we pass none.
+    # EXIF/XMP/ICC are only written when passed explicitly, and we pass none; `info` was
+    # emptied in process_photo, so no comment is copied either.
     image.save(out, format="JPEG", quality=quality, optimize=True)
     return out.getvalue()
 
 
-def _gps_coordinates(image) -> tuple[float, float] | None:
+def _pixel_limit():
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if pillow_limit is None:
+        return settings.PHOTO_MAX_PIXELS
+    return min(settings.PHOTO_MAX_PIXELS, pillow_limit)
+
+
+def _exif(image):
+    # EXIF is optional and written by all sorts of firmware and apps: when it does not
+    # parse, the photo is still a photo, just one without orientation or location.
     try:
-        gps = image.getexif().get_ifd(GPS_IFD)
+        return image.getexif()
+    except Exception:
+        return Image.Exif()
+
+
+def _orientation(exif) -> int:
+    try:
+        return int(exif.get(ORIENTATION, 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _gps_coordinates(exif) -> tuple[float, float] | None:
+    try:
+        gps = exif.get_ifd(GPS_IFD)
         lat = _degrees(gps[2], gps.get(1, "N"), "S")
         lng = _degrees(gps[4], gps.get(3, "E"), "W")
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError, AttributeError):
+    except Exception:  # same reasoning as in _exif: a bad GPS block means no location
         return None
     if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
         return None

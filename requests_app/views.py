@@ -1,3 +1,4 @@
+import ipaddress
 from datetime import timedelta
 from itertools import groupby
 
@@ -66,6 +67,8 @@ def home(request):
 
 @require_GET
 def lookup(request):
+    if "number" not in request.GET:
+        return render(request, "requests_app/lookup.html", {"lookup_form": TrackingLookupForm()})
     form = TrackingLookupForm(request.GET)
     if form.is_valid():
         number = form.cleaned_data["number"]
@@ -79,9 +82,14 @@ def lookup(request):
 
 def _client_ip(request):
     if settings.USE_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        # Our proxy appends the address it saw to whatever the client sent, so only the last
+        # entry is trustworthy; the first is the client's to choose, and choosing a new one
+        # per request would escape the rate limit.
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            pass
     return request.META.get("REMOTE_ADDR", "")
 
 

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import kombu.pools
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
@@ -124,8 +125,14 @@ class WorkerProcess:
         )
         return self
 
+    def wait_ready(self, timeout=30):
+        assert wait_for(lambda: " ready." in self.output(), timeout=timeout), self.output()
+        return self
+
     def stop(self, sig=signal.SIGTERM):
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(timeout=20)
@@ -161,8 +168,14 @@ def celery_worker_env(transactional_db, settings, tmp_path):
                 "data_folder_out": str(broker_dir),
                 "control_folder": str(broker_dir / "control"),
                 "store_processed": False,
+                "polling_interval": 0.2,
             },
         )
+    else:
+        # Tasks left in the broker by an earlier run would name rows of another database.
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
     yield env
     use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
 
@@ -173,15 +186,15 @@ def use_broker(url, transport_options):
 
     app.conf.broker_url = url
     app.conf.broker_transport_options = transport_options
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # Forget the pooled connections (kombu keeps producer pools globally too).
     app._pool = None
     app.amqp._producer_pool = None
+    kombu.pools.reset()
 
 
 @pytest.fixture
 def celery_worker(celery_worker_env, tmp_path):
-    worker = WorkerProcess(celery_worker_env, tmp_path / "worker.log").start()
+    worker = WorkerProcess(celery_worker_env, tmp_path / "worker.log").start().wait_ready()
     yield worker
     worker.stop()
 

@@ -1,5 +1,6 @@
 """With a real Celery worker process: what a resident's report sets in motion."""
 
+import signal
 import socket
 import subprocess
 import time
@@ -112,3 +113,61 @@ def _accepts(port):
             return True
     except OSError:
         return False
+
+
+def _with_rule(pothole):
+    from routing.models import RoutingRule
+
+    rule = RoutingRule.objects.create(name="All potholes to Streets", department=pothole.department)
+    rule.categories.add(pothole)
+    return rule
+
+
+def test_a_request_from_every_channel_is_routed_within_seconds(pothole, celery_worker):
+    from requests_app.models import Channel
+
+    _with_rule(pothole)
+    requests = [submit(pothole, channel=channel) for channel in Channel.values]
+    assert wait_for(
+        lambda: all(processed(r.pk) for r in requests), timeout=60
+    ), celery_worker.output()
+    for request in requests:
+        request.refresh_from_db()
+        took = (request.intake_processed_at - request.created_at).total_seconds()
+        assert took < 5, f"{request.channel} took {took:.1f}s"
+        routing = request.history.get(action=HistoryEntry.Action.ROUTING).note
+        assert "by rule ‘All potholes to Streets’ (category)" in routing
+
+
+def test_worker_killed_mid_routing_routes_the_request_exactly_once(
+    pothole, celery_worker_env, tmp_path
+):
+    from django.db import transaction
+
+    _with_rule(pothole)
+    request = submit(pothole)  # enqueued; no worker is running yet
+    worker = WorkerProcess(celery_worker_env, tmp_path / "worker.log")
+    try:
+        with transaction.atomic():
+            # Hold the row, then start the worker: its routing blocks on the lock
+            # (PostgreSQL row lock, SQLite write lock) and is killed half-way through.
+            ServiceRequest.objects.select_for_update().get(pk=request.pk)
+            ServiceRequest.objects.filter(pk=request.pk).update(address="12 Main St")
+            worker.start()
+            assert wait_for(lambda: "process_intake" in worker.output(), timeout=30), (
+                worker.output()
+            )
+            time.sleep(0.5)
+            worker.stop(signal.SIGKILL)
+        assert processed(request.pk) is None
+
+        worker = WorkerProcess(celery_worker_env, tmp_path / "worker2.log").start()
+        worker.wait_ready()
+        sweep_intake.apply_async()  # beat's periodic sweep
+        assert wait_for(lambda: processed(request.pk), timeout=40), worker.output()
+        time.sleep(2)  # a redelivered copy of the task, if any, has had its chance
+        request.refresh_from_db()
+        assert request.history.filter(action=HistoryEntry.Action.ROUTING).count() == 1
+        assert request.history.filter(action="status", new_value="assigned").count() == 1
+    finally:
+        worker.stop()
