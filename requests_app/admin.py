@@ -121,7 +121,9 @@ class RequestWorkForm(forms.ModelForm):
         Crew.objects.none(), label=_("Assign to crew"), required=False
     )
     forward_to = forms.ModelChoiceField(
-        Department.objects.filter(is_active=True), label=_("Forward to department"), required=False
+        Department.objects.filter(is_active=True),
+        label=_("Send to department (forward)"),
+        required=False,
     )
     forward_reason = forms.CharField(label=_("Why forward"), required=False)
     work_order_action = forms.ChoiceField(
@@ -149,7 +151,7 @@ class RequestWorkForm(forms.ModelForm):
 
     class Meta:
         model = ServiceRequest
-        fields = ["priority", "department", "is_public"]
+        fields = ["priority", "is_public"]
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -192,6 +194,9 @@ class RequestWorkForm(forms.ModelForm):
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
+
+    def has_view_permission(self, request, obj=None):
+        return staff_role(request.user) is not None
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -354,7 +359,6 @@ class ServiceRequestAdmin(admin.ModelAdmin):
                 "attach_to",
                 "forward_to",
                 "forward_reason",
-                "department",
                 "is_public",
                 "comment",
                 "comment_is_public",
@@ -460,10 +464,6 @@ class ServiceRequestAdmin(admin.ModelAdmin):
                         old=stored.is_public,
                         new=data["is_public"],
                     )
-                if "department" in form.changed_data and data["department"]:
-                    stored.assign_department(
-                        data["department"], by=request.user, why=_("Changed by staff")
-                    )
                 if data.get("new_status"):
                     stored.change_status(
                         data["new_status"],
@@ -489,9 +489,6 @@ class ServiceRequestAdmin(admin.ModelAdmin):
                     )
         except (ConcurrentChange, ValidationError) as error:
             messages.error(request, " ".join(error.messages))
-
-    def save_related(self, request, form, formsets, change):
-        pass  # the inlines are read-only and the add form has none
 
     @admin.action(description=_("Assign the selected requests to a crew…"))
     def assign_to_crew(self, request, queryset):

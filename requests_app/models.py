@@ -442,17 +442,27 @@ class ServiceRequest(models.Model):
         return self
 
     def forward(self, department, *, by=None, reason=""):
-        """Send the request on to another department: a reroute, counted for the dashboard."""
+        """Send the request to another department: a reroute, counted for the dashboard.
+
+        Taking a request out of the triage queue is its first routing, not a forward.
+        """
         if department == self.department:
             raise ValidationError(_("The request is already with %(d)s.") % {"d": department})
+        from_triage = self.department_id is None
         with transaction.atomic():
-            type(self).objects.filter(pk=self.pk).update(forward_count=F("forward_count") + 1)
-            self.forward_count += 1
+            if not from_triage:
+                type(self).objects.filter(pk=self.pk).update(forward_count=F("forward_count") + 1)
+                self.forward_count += 1
             self._set("crew", None, by=by, note=reason)
             self._set("assignee", None, by=by, note=reason)
-            self.assign_department(
-                department, by=by, why=_("Forwarded: %(reason)s") % {"reason": reason or "—"}
+            template = (
+                _("Sent from the triage queue: %(reason)s")
+                if from_triage
+                else _("Forwarded: %(reason)s")
             )
+            self.assign_department(department, by=by, why=template % {"reason": reason or "—"})
+            if self.status == Status.RECEIVED:
+                self.change_status(Status.ASSIGNED, by=by)
         return self
 
     def add_comment(self, text, *, by=None, public, author_label=""):

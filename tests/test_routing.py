@@ -189,3 +189,14 @@ def test_rule_changes_are_recorded_with_who_and_what(client, db, pothole, crews)
     change = RoutingRuleChange.objects.get()
     assert change.user == admin_user and change.action == "created"
     assert "Pothole" in change.summary and "Crew 1" in change.summary
+
+
+def test_sending_from_triage_is_not_counted_as_a_forward(dispatcher):
+    closed = DepartmentFactory(slug="closed", name="Closed dept", is_active=False)
+    orphan = CategoryFactory(code="orphan", name="Orphan", department=closed)
+    parks = DepartmentFactory(slug="parks", name="Parks")
+    routed = submit_and_route(orphan, IN_WEST)
+    routed.forward(parks, by=dispatcher, reason="Parks handles this")
+    routed.refresh_from_db()
+    assert routed.department == parks and routed.forward_count == 0
+    assert routed.status == Status.ASSIGNED
