@@ -24,7 +24,9 @@ def map_attributes():
 def map_div(css_class, **data):
     attributes = {**map_attributes(), **{f"data-{k.replace('_', '-')}": v for k, v in data.items()}}
     return format_html(
-        '<div class="{}" style="height:360px;width:min(720px, 70vw);margin:8px 0;background:#e5e7eb"{}></div>',
+        # A fixed width: the admin's read-only cells shrink to their content.
+        '<div class="{}" style="height:360px;width:min(720px, 70vw);margin:8px 0;'
+        'background:#e5e7eb"{}></div>',
         css_class,
         flatatt(attributes),
     )
