@@ -78,6 +78,16 @@ class ServiceCategory(models.Model):
     keywords = models.CharField(
         _("keywords"), max_length=300, blank=True, help_text=_("Comma-separated, used by routing.")
     )
+    duplicate_radius_m = models.PositiveIntegerField(
+        _("duplicate radius (m)"),
+        default=250,
+        help_text=_("Open requests of this category this close are likely the same problem."),
+    )
+    duplicate_window_hours = models.PositiveIntegerField(
+        _("duplicate window (hours)"),
+        default=24 * 14,
+        help_text=_("…and reported at most this long before."),
+    )
     requires_after_photo = models.BooleanField(
         _("completion needs an after photo"),
         default=True,
@@ -231,6 +241,16 @@ class ServiceRequest(models.Model):
         related_name="requests",
         verbose_name=_("work order"),
     )
+    # Grouped duplicates point at the group's primary request (which shares its work order).
+    duplicate_of = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="duplicates",
+        verbose_name=_("duplicate of"),
+    )
+    duplicate_confirmed = models.BooleanField(_("grouping confirmed by staff"), default=False)
     # How often the request was sent on to another department (the forwarding rate).
     forward_count = models.PositiveIntegerField(_("times forwarded"), default=0)
     close_reason = models.CharField(
@@ -513,6 +533,33 @@ def _actor_label(user):
     return user.get_full_name() or user.get_username()
 
 
+class Follower(models.Model):
+    """Someone who is emailed about a request: its reporter, reporters of grouped
+    duplicates, and residents who chose "this is my problem — follow it"."""
+
+    class Source(models.TextChoices):
+        REPORTER = "reporter", _("Reporter")
+        FOLLOW = "follow", _("Chose to follow")
+        DUPLICATE = "duplicate", _("Reported a duplicate")
+
+    request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="followers")
+    email = models.EmailField(_("email"))
+    language = models.CharField(_("language"), max_length=8, default="en")
+    source = models.CharField(_("why"), max_length=10, choices=Source.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "email"], name="follower_once_per_request")
+        ]
+        verbose_name = _("follower")
+        verbose_name_plural = _("followers")
+
+    def __str__(self):
+        return f"{self.email} → {self.request}"
+
+
 class HistoryEntry(models.Model):
     """Append-only: the database itself refuses UPDATE and DELETE (see history_guard)."""
 
@@ -527,6 +574,9 @@ class HistoryEntry(models.Model):
         ROUTING = "routing", _("Routing")
         ASSIGNMENT = "assignment", _("Assignment")
         WORK_ORDER = "work_order", _("Work order")
+        DUPLICATE = "duplicate", _("Duplicate grouping")
+        FOLLOW = "follow", _("Follower added")
+        SLA = "sla", _("Service level")
 
     request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="history")
     at = models.DateTimeField(default=timezone.now)
