@@ -2,9 +2,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
@@ -26,16 +27,21 @@ from .models import (
     ConcurrentChange,
     Crew,
     Department,
+    EscalationStep,
     HistoryEntry,
+    Holiday,
     Photo,
     Priority,
     ServiceCategory,
     ServiceRequest,
+    SLAPolicy,
     StaffProfile,
     Status,
+    WorkingCalendar,
     WorkOrder,
 )
 from .services import Intake, request_submit
+from .templatetags.sla_tags import sla_badge
 
 STAFF_CHANNELS = [
     (c.value, c.label) for c in (Channel.PHONE, Channel.WALK_IN, Channel.EMAIL, Channel.SOCIAL)
@@ -62,6 +68,28 @@ class ServiceCategoryAdmin(admin.ModelAdmin):
     list_filter = ["group", "department", "is_active"]
     search_fields = ["name", "code", "keywords"]
     prepopulated_fields = {"code": ["name"]}
+
+
+class HolidayInline(admin.TabularInline):
+    model = Holiday
+    extra = 1
+
+
+@admin.register(WorkingCalendar)
+class WorkingCalendarAdmin(admin.ModelAdmin):
+    list_display = ["name", "time_zone", "weekdays", "day_starts", "day_ends"]
+    inlines = [HolidayInline]
+
+
+class EscalationStepInline(admin.TabularInline):
+    model = EscalationStep
+    extra = 1
+
+
+@admin.register(SLAPolicy)
+class SLAPolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "acknowledge_hours", "resolve_hours", "clock", "calendar"]
+    inlines = [EscalationStepInline]
 
 
 @admin.register(StaffProfile)
@@ -247,6 +275,27 @@ class BulkAssignForm(forms.Form):
         self.fields["crew"].queryset = assignable_crews(user)
 
 
+class SLAFilter(admin.SimpleListFilter):
+    title = _("service level")
+    parameter_name = "sla"
+
+    def lookups(self, request, model_admin):
+        return [("on_track", _("On track")), ("at_risk", _("At risk")), ("breached", _("Breached"))]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        open_requests = queryset.open().filter(sla_paused_at__isnull=True)
+        if self.value() == "on_track":
+            return open_requests.filter(
+                Q(at_risk_at__gt=now) | Q(at_risk_at__isnull=True), due_at__gt=now
+            )
+        if self.value() == "at_risk":
+            return open_requests.filter(at_risk_at__lte=now, due_at__gt=now)
+        if self.value() == "breached":
+            return open_requests.filter(due_at__lte=now)
+        return queryset
+
+
 class AssignmentFilter(admin.SimpleListFilter):
     title = _("assignment")
     parameter_name = "assignment"
@@ -273,9 +322,10 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         "channel",
         "address",
         "created_at",
-        "due_at",
+        "time_left",
     ]
     list_filter = [
+        SLAFilter,
         "status",
         "priority",
         "department",
@@ -390,6 +440,10 @@ class ServiceRequestAdmin(admin.ModelAdmin):
             obj.lng,
             _("open map"),
         )
+
+    @admin.display(description=_("Time left"), ordering="due_at")
+    def time_left(self, obj):
+        return sla_badge(obj)
 
     @admin.display(description=_("Map"))
     def map(self, obj):

@@ -1,5 +1,6 @@
 import uuid
-from datetime import timedelta
+from datetime import time, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,6 +17,15 @@ class Department(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     slug = models.SlugField(unique=True)
     email = models.EmailField(_("team email"), blank=True)
+    supervisor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="supervised_departments",
+        verbose_name=_("supervisor"),
+        help_text=_("Told when a request of the department breaches its SLA."),
+    )
     is_active = models.BooleanField(_("active"), default=True)
 
     class Meta:
@@ -53,6 +63,128 @@ class Priority(models.IntegerChoices):
     URGENT = 4, _("Urgent")
 
 
+class WorkingCalendar(models.Model):
+    """When the clock runs for business-hours SLAs: weekdays, hours, holidays, time zone."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    time_zone = models.CharField(_("time zone"), max_length=50, default="America/New_York")
+    weekdays = models.CharField(
+        _("working days"),
+        max_length=20,
+        default="0,1,2,3,4",
+        help_text=_("Monday is 0, Sunday is 6."),
+    )
+    day_starts = models.TimeField(_("day starts"), default=time(8, 0))
+    day_ends = models.TimeField(_("day ends"), default=time(17, 0))
+
+    class Meta:
+        verbose_name = _("working calendar")
+        verbose_name_plural = _("working calendars")
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        if self.day_ends <= self.day_starts:
+            raise ValidationError(_("The working day must end after it starts."))
+
+    @property
+    def working_weekdays(self) -> set[int]:
+        return {int(d) for d in self.weekdays.split(",") if d.strip()}
+
+
+class Holiday(models.Model):
+    calendar = models.ForeignKey(WorkingCalendar, on_delete=models.CASCADE, related_name="holidays")
+    date = models.DateField(_("date"))
+    name = models.CharField(_("name"), max_length=100)
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [
+            models.UniqueConstraint(fields=["calendar", "date"], name="holiday_once_per_calendar")
+        ]
+
+    def __str__(self):
+        return f"{self.date} {self.name}"
+
+
+class SLAPolicy(models.Model):
+    class Clock(models.TextChoices):
+        ALWAYS = "always", _("Around the clock")
+        BUSINESS = "business", _("Business hours")
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    acknowledge_hours = models.DecimalField(
+        _("acknowledge within (hours)"), max_digits=7, decimal_places=2
+    )
+    resolve_hours = models.DecimalField(_("resolve within (hours)"), max_digits=7, decimal_places=2)
+    clock = models.CharField(_("clock"), max_length=10, choices=Clock.choices, default=Clock.ALWAYS)
+    calendar = models.ForeignKey(
+        WorkingCalendar,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        verbose_name=_("working calendar"),
+    )
+    high_priority_factor = models.DecimalField(
+        _("high priority: share of the time"),
+        max_digits=4,
+        decimal_places=2,
+        default=Decimal("0.75"),
+    )
+    urgent_priority_factor = models.DecimalField(
+        _("urgent: share of the time"), max_digits=4, decimal_places=2, default=Decimal("0.50")
+    )
+
+    class Meta:
+        verbose_name = _("SLA policy")
+        verbose_name_plural = _("SLA policies")
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        if self.clock == self.Clock.BUSINESS and not self.calendar:
+            raise ValidationError({"calendar": _("Business hours need a working calendar.")})
+
+    def factor(self, priority) -> Decimal:
+        if priority >= Priority.URGENT:
+            return self.urgent_priority_factor
+        if priority >= Priority.HIGH:
+            return self.high_priority_factor
+        return Decimal(1)
+
+
+class EscalationStep(models.Model):
+    """At a share of the resolve time, tell someone and perhaps raise the priority."""
+
+    class Notify(models.TextChoices):
+        ASSIGNEE = "assignee", _("The assignee (or crew, or department)")
+        SUPERVISOR = "supervisor", _("The department supervisor")
+        DIRECTOR = "director", _("The director")
+
+    policy = models.ForeignKey(SLAPolicy, on_delete=models.CASCADE, related_name="steps")
+    at_share = models.DecimalField(
+        _("at share of the time"),
+        max_digits=4,
+        decimal_places=2,
+        help_text=_("0.75 is three quarters of the time, 1 the deadline, 2 twice the time."),
+    )
+    notify = models.CharField(_("notify"), max_length=12, choices=Notify.choices)
+    raise_priority = models.BooleanField(_("raise priority"), default=False)
+
+    class Meta:
+        ordering = ["policy", "at_share"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "at_share"], name="one_step_per_share")
+        ]
+        verbose_name = _("escalation step")
+        verbose_name_plural = _("escalation ladder")
+
+    def __str__(self):
+        return f"{self.at_share:g}× → {self.get_notify_display()}"
+
+
 class ServiceCategoryQuerySet(models.QuerySet):
     def active(self):
         return self.filter(is_active=True)
@@ -77,6 +209,15 @@ class ServiceCategory(models.Model):
     )
     keywords = models.CharField(
         _("keywords"), max_length=300, blank=True, help_text=_("Comma-separated, used by routing.")
+    )
+    sla_policy = models.ForeignKey(
+        SLAPolicy,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="categories",
+        verbose_name=_("SLA policy"),
+        help_text=_("Without a policy, the resolve target above runs around the clock."),
     )
     duplicate_radius_m = models.PositiveIntegerField(
         _("duplicate radius (m)"),
@@ -279,6 +420,17 @@ class ServiceRequest(models.Model):
     first_response_at = models.DateTimeField(_("first response"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
     due_at = models.DateTimeField(_("due"), null=True, blank=True)
+    # The SLA clock: acknowledge and resolve deadlines, the at-risk point, pauses while we
+    # wait for the resident, and the next escalation step the sweep must take.
+    acknowledge_due_at = models.DateTimeField(_("acknowledge by"), null=True, blank=True)
+    at_risk_at = models.DateTimeField(_("at risk from"), null=True, blank=True)
+    sla_paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sla_paused_seconds = models.PositiveIntegerField(default=0, editable=False)
+    escalation_level = models.PositiveSmallIntegerField(_("escalation steps taken"), default=0)
+    next_escalation_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expected_at = models.DateTimeField(
+        _("expected by (told to the resident)"), null=True, blank=True
+    )
     # Set once routing and the other after-intake steps are done; the sweep looks for NULLs.
     intake_processed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -296,6 +448,11 @@ class ServiceRequest(models.Model):
             ),
             models.Index(fields=["category", "lat", "lng"], name="request_category_location"),
             models.Index(fields=["status", "due_at"], name="request_status_due"),
+            models.Index(
+                fields=["next_escalation_at"],
+                condition=Q(next_escalation_at__isnull=False),
+                name="request_next_escalation",
+            ),
         ]
 
     def __str__(self):
@@ -372,6 +529,10 @@ class ServiceRequest(models.Model):
             changes["resolved_at"] = None
             changes["close_reason"] = ""
 
+        from . import sla
+
+        changes.update(sla.on_status_change(self, old_status, new_status, now))
+        self.status = old_status  # until the update below succeeds
         with transaction.atomic():
             updated = type(self).objects.filter(pk=self.pk, status=old_status).update(**changes)
             if not updated:
@@ -422,7 +583,14 @@ class ServiceRequest(models.Model):
         if old == value:
             return False
         setattr(self, field, value)
-        type(self).objects.filter(pk=self.pk).update(**{field: value, "updated_at": timezone.now()})
+        changes = {field: value, "updated_at": timezone.now()}
+        if field in ("priority", "category"):
+            from . import sla
+
+            changes.update(sla.schedule(self))  # targets depend on both
+            for name, new in changes.items():
+                setattr(self, name, new)
+        type(self).objects.filter(pk=self.pk).update(**changes)
         self.record(
             action or HistoryEntry.Action.FIELD,
             by=by,

@@ -85,9 +85,7 @@ def process_photo(upload) -> ProcessedPhoto:
         except PhotoRejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise PhotoRejected(
-                _("%(name)s has too many pixels.") % {"name": name}
-            ) from None
+            raise PhotoRejected(_("%(name)s has too many pixels.") % {"name": name}) from None
         # pillow-heif reports undecodable HEIC (e.g. a corrupt parameter set claiming a huge
         # picture) as RuntimeError, where Pillow's own decoders use OSError.
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, RuntimeError):
@@ -175,4 +173,3 @@ def _degrees(dms, ref, negative_ref):
     if isinstance(ref, bytes):
         ref = ref.decode(errors="ignore")
     return -value if ref.strip().upper() == negative_ref else value
-

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from civicdesk.celery import enqueue_on_commit
 
+from . import sla
 from .models import Channel, HistoryEntry, Photo, ServiceCategory, ServiceRequest
 from .photos import ProcessedPhoto
 
@@ -43,6 +44,7 @@ def request_submit(intake: Intake) -> ServiceRequest:
     category = intake.category
     with transaction.atomic():
         request = ServiceRequest(
+            created_at=timezone.now(),
             category=category,
             description=intake.description.strip(),
             channel=intake.channel,
@@ -56,7 +58,9 @@ def request_submit(intake: Intake) -> ServiceRequest:
             language=intake.language,
             entered_by=intake.entered_by,
         )
-        request.due_at = request.created_at + category.sla
+        for name, value in sla.schedule(request).items():
+            setattr(request, name, value)
+        request.expected_at = sla.expected_resolution(category) or request.due_at
         request.save()
         request.record(
             HistoryEntry.Action.CREATED,

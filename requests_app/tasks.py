@@ -21,3 +21,10 @@ def sweep_intake():
 @shared_task
 def purge_throttle():
     IntakeThrottle.objects.filter(window_start__lt=timezone.now() - timedelta(days=1)).delete()
+
+
+@shared_task
+def sweep_sla():
+    from .sla import sla_sweep
+
+    return sla_sweep()

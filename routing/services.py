@@ -13,6 +13,7 @@ from shapely.geometry import Point
 from shapely.prepared import prep
 
 from requests_app.models import HistoryEntry, Priority, Status
+from requests_app.sla import expected_resolution
 
 from .models import District, RoutingRule
 
@@ -119,6 +120,10 @@ def request_route(request):
     decision = decide(request.category, request.lat, request.lng, request.description)
     if decision.district is not None:
         request._set("district", decision.district, actor="Routing")
+        # The district may know better how long this kind of problem takes there.
+        expected = expected_resolution(request.category, decision.district)
+        if expected:
+            request._set("expected_at", expected, actor="Routing")
     explanation = decision.explain()
     if decision.to_triage:
         request.record(HistoryEntry.Action.ROUTING, actor="Routing", note=explanation)

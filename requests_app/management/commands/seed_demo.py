@@ -345,6 +345,7 @@ class Command(BaseCommand):
             )
             categories.append((category, samples))
         self._staff(departments)
+        self._sla_policies(departments)
         self._districts()
         self.crews = self._crews(departments)
         self._rules(departments)
@@ -383,6 +384,52 @@ class Command(BaseCommand):
             StaffProfile.objects.update_or_create(
                 user=user, defaults={"role": role, "department": departments.get(dept)}
             )
+
+    def _sla_policies(self, departments):
+        from datetime import date, time
+        from decimal import Decimal
+
+        from requests_app import sla
+        from requests_app.models import EscalationStep, Holiday, SLAPolicy, WorkingCalendar
+
+        calendar, _ = WorkingCalendar.objects.get_or_create(
+            name="City hall", defaults={"day_starts": time(8), "day_ends": time(17)}
+        )
+        for day, name in [
+            (date(2026, 11, 26), "Thanksgiving"),
+            (date(2026, 12, 25), "Christmas Day"),
+            (date(2027, 1, 1), "New Year's Day"),
+            (date(2027, 1, 18), "Martin Luther King Jr. Day"),
+        ]:
+            Holiday.objects.get_or_create(calendar=calendar, date=day, defaults={"name": name})
+        policies = {
+            "emergency": ("Emergency: 4 hours around the clock", 1, 4, SLAPolicy.Clock.ALWAYS),
+            "graffiti": ("Graffiti: 5 business days", 9, 45, SLAPolicy.Clock.BUSINESS),
+        }
+        made = {}
+        for key, (name, ack, resolve, clock) in policies.items():
+            policy, created = SLAPolicy.objects.get_or_create(
+                name=name,
+                defaults={
+                    "acknowledge_hours": Decimal(ack),
+                    "resolve_hours": Decimal(resolve),
+                    "clock": clock,
+                    "calendar": calendar,
+                },
+            )
+            if created:
+                for share, notify, raise_priority in sla.DEFAULT_LADDER:
+                    EscalationStep.objects.create(
+                        policy=policy, at_share=share, notify=notify, raise_priority=raise_priority
+                    )
+            made[key] = policy
+        ServiceCategory.objects.filter(code__in=["tree-down", "traffic-signal"]).update(
+            sla_policy=made["emergency"]
+        )
+        ServiceCategory.objects.filter(code="graffiti").update(sla_policy=made["graffiti"])
+        User = get_user_model()
+        for slug in ("streets", "parks", "water"):
+            Department.objects.filter(slug=slug).update(supervisor=User.objects.get(username=slug))
 
     def _districts(self):
         from routing.models import District
@@ -538,7 +585,17 @@ class Command(BaseCommand):
                 text="Called the reporter for the exact location.",
             )
         request.status = final
+        from requests_app import sla
         from routing.services import district_for
+
+        request.category = ServiceCategory.objects.select_related("sla_policy").get(pk=category.pk)
+        for name, value in sla.schedule(request).items():
+            setattr(request, name, value)
+        # Demo history is old: steps already past are taken as done, not replayed as emails.
+        now = timezone.now()
+        request.escalation_level = 3 if request.due_at < now else int(request.at_risk_at < now)
+        request.next_escalation_at = sla.schedule(request)["next_escalation_at"]
+        request.expected_at = request.due_at
 
         request.district = district_for(request.lat, request.lng)
         if final in (Status.SCHEDULED, Status.IN_PROGRESS, Status.COMPLETED):
