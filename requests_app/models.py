@@ -321,6 +321,23 @@ class ServiceRequestQuerySet(models.QuerySet):
     def needing_triage(self):
         return self.open().filter(department__isnull=True)
 
+    def sla_compliance(self, by):
+        """Resolved requests and the share resolved on time, grouped by a field such as
+        "department__name", "category__name", "district__name" or "crew__name"."""
+        resolved = self.filter(status=Status.COMPLETED, resolved_at__isnull=False)
+        rows = (
+            resolved.values(by)
+            .annotate(
+                resolved=models.Count("pk"),
+                on_time=models.Count("pk", filter=Q(resolved_at__lte=F("due_at"))),
+            )
+            .order_by(by)
+        )
+        return [
+            {**row, "on_time_pct": round(100 * row["on_time"] / row["resolved"], 1)}
+            for row in rows
+        ]
+
     def by_urgency(self):
         return self.order_by("-priority", F("due_at").asc(nulls_last=True), "created_at")
 

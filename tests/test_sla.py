@@ -290,3 +290,16 @@ def test_expected_by_falls_back_to_the_deadline(pothole):
     cache.clear()
     request = submit(pothole)
     assert request.expected_at == request.due_at
+
+
+def test_sla_compliance_by_department(pothole, frozen):
+    for late in (False, False, False, True):
+        created = frozen.now - timedelta(days=10)
+        ServiceRequestFactory(
+            category=pothole, department=pothole.department, status=Status.COMPLETED,
+            created_at=created, due_at=created + timedelta(hours=72),
+            resolved_at=created + timedelta(hours=100 if late else 10),
+        )
+    rows = ServiceRequest.objects.sla_compliance("department__name")
+    assert rows == [{"department__name": "Streets", "resolved": 4, "on_time": 3,
+                     "on_time_pct": 75.0}]
