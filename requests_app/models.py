@@ -229,6 +229,15 @@ class ServiceCategory(models.Model):
         default=24 * 14,
         help_text=_("…and reported at most this long before."),
     )
+    service_notice = models.CharField(
+        _("notice to reporters"),
+        max_length=300,
+        blank=True,
+        help_text=_(
+            "What residents should expect, e.g. “Potholes are usually filled within "
+            "3 working days.” (Open311 service_notice)"
+        ),
+    )
     requires_after_photo = models.BooleanField(
         _("completion needs an after photo"),
         default=True,
@@ -334,8 +343,7 @@ class ServiceRequestQuerySet(models.QuerySet):
             .order_by(by)
         )
         return [
-            {**row, "on_time_pct": round(100 * row["on_time"] / row["resolved"], 1)}
-            for row in rows
+            {**row, "on_time_pct": round(100 * row["on_time"] / row["resolved"], 1)} for row in rows
         ]
 
     def by_urgency(self):
@@ -422,6 +430,17 @@ class ServiceRequest(models.Model):
     reporter_name = models.CharField(_("reporter name"), max_length=120, blank=True)
     reporter_email = models.EmailField(_("reporter email"), blank=True)
     reporter_phone = models.CharField(_("reporter phone"), max_length=40, blank=True)
+    reporter_device_id = models.CharField(_("reporter device id"), max_length=100, blank=True)
+    reporter_account_id = models.CharField(_("reporter account id"), max_length=100, blank=True)
+    address_id = models.CharField(_("address id"), max_length=100, blank=True)
+    api_client = models.ForeignKey(
+        "ApiClient",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
+        verbose_name=_("submitted by API client"),
+    )
     language = models.CharField(_("language"), max_length=8, default="en")
     entered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -716,6 +735,82 @@ def _actor_label(user):
     if user is None:
         return "System"
     return user.get_full_name() or user.get_username()
+
+
+class ServiceAttribute(models.Model):
+    """A per-category question (Open311 service definition attribute), asked on the
+    portal's report form and accepted through the API."""
+
+    class Datatype(models.TextChoices):
+        STRING = "string", _("Short text")
+        NUMBER = "number", _("Number")
+        DATETIME = "datetime", _("Date and time")
+        TEXT = "text", _("Long text")
+        SINGLE = "singlevaluelist", _("Choose one")
+        MULTI = "multivaluelist", _("Choose any")
+
+    category = models.ForeignKey(
+        ServiceCategory, on_delete=models.CASCADE, related_name="attributes"
+    )
+    code = models.SlugField(_("code"), max_length=50)
+    description = models.CharField(_("question"), max_length=300)
+    datatype = models.CharField(_("answer type"), max_length=16, choices=Datatype.choices)
+    datatype_description = models.CharField(_("answer hint"), max_length=200, blank=True)
+    required = models.BooleanField(_("required"), default=False)
+    variable = models.BooleanField(
+        _("asks the reporter"),
+        default=True,
+        help_text=_("Off for informational text that needs no answer."),
+    )
+    order = models.PositiveSmallIntegerField(_("order"), default=1)
+    # [{"key": "small", "name": "Smaller than a plate"}, ...] for the list datatypes.
+    values = models.JSONField(_("choices"), default=list, blank=True)
+
+    class Meta:
+        ordering = ["category", "order", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["category", "code"], name="attribute_code_per_category")
+        ]
+        verbose_name = _("question")
+        verbose_name_plural = _("questions")
+
+    def __str__(self):
+        return f"{self.category}: {self.description}"
+
+
+class AttributeAnswer(models.Model):
+    request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="answers")
+    attribute = models.ForeignKey(ServiceAttribute, on_delete=models.PROTECT, related_name="+")
+    # A JSON list for multivaluelist, a string otherwise.
+    value = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "attribute"], name="one_answer_per_question")
+        ]
+
+    def __str__(self):
+        return f"{self.attribute.code}={self.value}"
+
+
+class ApiClient(models.Model):
+    """An Open311 client (a resident app, another city system) with its own key."""
+
+    name = models.CharField(_("name"), max_length=100)
+    contact_email = models.EmailField(_("contact"), blank=True)
+    key_prefix = models.CharField(max_length=12, unique=True, editable=False)
+    key_hash = models.CharField(max_length=128, editable=False)
+    requests_per_minute = models.PositiveIntegerField(_("requests per minute"), default=60)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API client")
+        verbose_name_plural = _("API clients")
+
+    def __str__(self):
+        return self.name
 
 
 class Follower(models.Model):
