@@ -372,7 +372,8 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         return can_edit_requests(request.user)
 
     def has_change_permission(self, request, obj=None):
-        return staff_role(request.user) is not None
+        # Directors and crews look; dispatch and department staff act.
+        return can_edit_requests(request.user)
 
     def has_view_permission(self, request, obj=None):
         return staff_role(request.user) is not None
