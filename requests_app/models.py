@@ -441,6 +441,9 @@ class ServiceRequest(models.Model):
         related_name="requests",
         verbose_name=_("submitted by API client"),
     )
+    # Set on requests brought in by the historic import, so that a re-run updates them.
+    import_source = models.CharField(_("imported from"), max_length=50, blank=True)
+    external_id = models.CharField(_("id in the source system"), max_length=100, blank=True)
     language = models.CharField(_("language"), max_length=8, default="en")
     entered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -489,6 +492,13 @@ class ServiceRequest(models.Model):
                 condition=Q(next_escalation_at__isnull=False),
                 name="request_next_escalation",
             ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["import_source", "external_id"],
+                condition=~Q(external_id=""),
+                name="imported_once",
+            )
         ]
 
     def __str__(self):
@@ -811,6 +821,41 @@ class ApiClient(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class ExportJob(models.Model):
+    """A large export, written by the worker while the requester watches its progress."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        GEOJSON = "geojson", "GeoJSON"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="export_jobs"
+    )
+    format = models.CharField(max_length=10, choices=Format.choices, default=Format.CSV)
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    rows_total = models.PositiveIntegerField(null=True, blank=True)
+    rows_done = models.PositiveIntegerField(default=0)
+    file = models.FileField(upload_to="exports/%Y/%m/", blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("export")
+        verbose_name_plural = _("exports")
+
+    def __str__(self):
+        return f"{self.get_format_display()} export {self.pk} ({self.get_status_display()})"
 
 
 class Follower(models.Model):
