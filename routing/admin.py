@@ -66,6 +66,8 @@ class RoutingRuleAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        # Category and district edits do not touch the rule row; routing's cache watches it.
+        form.instance.save(update_fields=["updated_at"])
         # After the many-to-many fields are saved, so the summary shows the rule as it is.
         RoutingRuleChange.objects.create(
             rule=form.instance,

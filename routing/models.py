@@ -135,7 +135,7 @@ class RoutingRule(models.Model):
         keywords = _words(self.keywords)
         if keywords:
             lowered = (text or "").lower()
-            found = [k for k in keywords if re.search(rf"\b{re.escape(k)}", lowered)]
+            found = [k for k in keywords if re.search(rf"\b{re.escape(k)}\b", lowered)]
             if not found:
                 return None
             reasons.append("keyword “%s”" % found[0])

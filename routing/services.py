@@ -7,7 +7,7 @@ so what the simulator shows is what intake will do.
 from dataclasses import dataclass, field
 from threading import Lock
 
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils.translation import gettext as _
 from shapely.geometry import Point
 from shapely.prepared import prep
@@ -19,6 +19,8 @@ from .models import District, RoutingRule
 
 _district_cache = {"version": None, "shapes": []}
 _district_lock = Lock()
+_rule_cache = {"version": None, "rules": []}
+_rule_lock = Lock()
 
 
 def _prepared_districts():
@@ -54,6 +56,8 @@ class Decision:
     crew: object = None
     assignee: object = None
     priority: int | None = None
+    # Rules that set only a priority, noted for the explanation.
+    adjustments: list = field(default_factory=list)
 
     @property
     def priority_label(self):
@@ -68,46 +72,83 @@ class Decision:
             str(p) for p in (self.department, self.crew and self.crew.name, self.assignee) if p
         )
         if self.rule:
-            return _("Routed to %(target)s by rule ‘%(rule)s’ (%(why)s)") % {
+            text = _("Routed to %(target)s by rule ‘%(rule)s’ (%(why)s)") % {
                 "target": target or _("no change"),
                 "rule": self.rule.name,
                 "why": " + ".join(self.reasons),
             }
-        if self.department:
-            return _(
+        elif self.department:
+            text = _(
                 "Routed to %(target)s: no rule matched, default department of the category"
             ) % {"target": target}
-        return _(
-            "No rule matched and the category has no active department: left in the triage queue"
-        )
+        else:
+            text = _(
+                "No rule matched and the category has no active department: left in the "
+                "triage queue"
+            )
+        for rule, reasons in self.adjustments:
+            if rule != self.rule:
+                text += "; " + _("priority %(priority)s by rule ‘%(rule)s’ (%(why)s)") % {
+                    "priority": Priority(rule.priority).label,
+                    "rule": rule.name,
+                    "why": " + ".join(reasons),
+                }
+        return text
+
+
+def _active_rules():
+    """The active rules, loaded once per change rather than on every decision.
+
+    The version is one aggregate query; rule edits in the admin (including their categories
+    and districts) touch updated_at, so any change reloads the list.
+    """
+    version = RoutingRule.objects.aggregate(
+        changed=Max("updated_at"), count=Count("pk"), active=Count("pk", filter=Q(is_active=True))
+    )
+    version = tuple(version.values())
+    with _rule_lock:
+        if _rule_cache["version"] != version:
+            rules = (
+                RoutingRule.objects.filter(is_active=True)
+                .select_related("department", "crew__department", "assignee")
+                .prefetch_related("categories", "districts")
+            )
+            _rule_cache["rules"] = [
+                (
+                    rule,
+                    frozenset(c.pk for c in rule.categories.all()),
+                    frozenset(d.pk for d in rule.districts.all()),
+                )
+                for rule in rules
+            ]
+            _rule_cache["version"] = version
+        return _rule_cache["rules"]
 
 
 def decide(category, lat, lng, text, *, district=None) -> Decision:
+    """Rules in order; the first that names a department (or crew) decides where the request
+    goes. Rules that only set a priority or a person add that and let the search go on."""
     district = district if district is not None else district_for(lat, lng)
     decision = Decision(district=district)
-    rules = (
-        RoutingRule.objects.filter(is_active=True)
-        .select_related("department", "crew__department", "assignee")
-        .prefetch_related("categories", "districts")
-    )
-    for rule in rules:
+    for rule, category_ids, district_ids in _active_rules():
         reasons = rule.match(
-            category,
-            district,
-            text,
-            category_ids={c.pk for c in rule.categories.all()},
-            district_ids={d.pk for d in rule.districts.all()},
+            category, district, text, category_ids=category_ids, district_ids=district_ids
         )
         if reasons is None:
             continue
-        decision.rule, decision.reasons = rule, reasons or [_("matches everything")]
-        decision.crew, decision.assignee, decision.priority = (
-            rule.crew,
-            rule.assignee,
-            rule.priority,
-        )
-        decision.department = rule.department or (rule.crew.department if rule.crew else None)
-        break
+        reasons = reasons or [_("matches everything")]
+        target = rule.department or (rule.crew.department if rule.crew else None)
+        if target is not None and not target.is_active:
+            continue  # a rule pointing at a closed department must not swallow requests
+        if decision.priority is None and rule.priority:
+            decision.priority = rule.priority
+            decision.adjustments.append((rule, reasons))
+        if decision.assignee is None and rule.assignee:
+            decision.assignee = rule.assignee
+        if target is not None:
+            decision.rule, decision.reasons = rule, reasons
+            decision.department, decision.crew = target, rule.crew
+            break
     if decision.department is None:
         default = category.department
         if default is not None and default.is_active:

@@ -200,3 +200,36 @@ def test_sending_from_triage_is_not_counted_as_a_forward(dispatcher):
     routed.refresh_from_db()
     assert routed.department == parks and routed.forward_count == 0
     assert routed.status == Status.ASSIGNED
+
+
+def test_priority_only_rule_adds_priority_and_lets_routing_continue(pothole, districts, crews):
+    RoutingRule.objects.create(
+        name="Near a school", position=1, keywords="school", priority=Priority.HIGH
+    )
+    area = RoutingRule.objects.create(name="Potholes in West", position=2, crew=crews[1])
+    area.categories.add(pothole)
+    decision = decide(pothole, *IN_WEST, "Hole by the school gate")
+    assert decision.rule == area and decision.crew == crews[1]
+    assert decision.priority == Priority.HIGH
+    assert "priority High by rule ‘Near a school’ (keyword “school”)" in decision.explain()
+
+
+def test_rule_to_a_closed_department_is_skipped(pothole, districts):
+    closed = DepartmentFactory(slug="closed", name="Closed", is_active=False)
+    RoutingRule.objects.create(name="To closed", position=1, department=closed)
+    assert decide(pothole, *IN_WEST, "").department == pothole.department
+
+
+def test_keywords_match_whole_words(pothole, districts):
+    water = DepartmentFactory(slug="water", name="Water")
+    RoutingRule.objects.create(name="Gas", keywords="gas", department=water)
+    assert decide(pothole, *IN_WEST, "smell of gas here").department == water
+    assert decide(pothole, *IN_WEST, "gasoline spill").department == pothole.department
+
+
+def test_rule_changes_take_effect_at_once(pothole, districts, crews):
+    rule = RoutingRule.objects.create(name="Potholes", crew=crews[0])
+    assert decide(pothole, *IN_WEST, "").rule == rule  # matches everything, cached now
+    rule.categories.add(CategoryFactory(code="other", name="Other"))
+    rule.save()  # what the admin does after saving categories and districts
+    assert decide(pothole, *IN_WEST, "").rule is None
