@@ -13,6 +13,7 @@ app.conf.beat_schedule = {
     "sweep-unprocessed-intake": {"task": "requests_app.tasks.sweep_intake", "schedule": 30.0},
     "sweep-unsent-notifications": {"task": "notifications.tasks.sweep_outbox", "schedule": 30.0},
     "sweep-sla-escalations": {"task": "requests_app.tasks.sweep_sla", "schedule": 60.0},
+    "sweep-exports": {"task": "requests_app.export_tasks.sweep_exports", "schedule": 300.0},
     "purge-old-throttle-windows": {"task": "requests_app.tasks.purge_throttle", "schedule": 3600.0},
 }
 

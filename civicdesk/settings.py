@@ -175,6 +175,7 @@ else:
         "polling_interval": 0.2,  # a folder cannot notify; poll often enough to feel instant
     }
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_IMPORTS = ["requests_app.export_tasks"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -197,6 +198,8 @@ PHOTO_MAX_EDGE = 2048
 PHOTO_THUMB_EDGE = 400
 PHOTOS_PER_REPORT = 5
 REPORTS_PER_IP_PER_HOUR = env.int("REPORTS_PER_IP_PER_HOUR", default=10)
+# The public transparency page hides figures based on fewer requests than this.
+TRANSPARENCY_MIN_CELL = env.int("TRANSPARENCY_MIN_CELL", default=5)
 # Behind a reverse proxy, the client address is in X-Forwarded-For.
 USE_X_FORWARDED_FOR = env.bool("USE_X_FORWARDED_FOR", default=False)
 

@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 import notifications.admin  # noqa: F401
 import requests_app.admin  # noqa: F401
 import routing.admin  # noqa: F401
+from requests_app.dashboard_urls import transparency_urls
 
 admin.site.site_header = _("CivicDesk dispatch")
 admin.site.site_title = _("CivicDesk")
@@ -16,5 +17,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("crew/", include("requests_app.crew_urls")),
+    path("dashboard/", include("requests_app.dashboard_urls")),
+    path("transparency/", include(transparency_urls)),
     path("", include("requests_app.urls")),
 ]

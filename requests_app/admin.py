@@ -338,6 +338,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
     search_fields = ["tracking_number", "address", "description"]
     list_select_related = ["category", "department", "crew"]
     actions = ["assign_to_crew", "create_work_order"]
+    change_list_template = "admin/requests_app/servicerequest_changelist.html"
     date_hierarchy = "created_at"
     readonly_fields = [
         "tracking_number",
@@ -360,6 +361,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         "resolved_at",
         "due_at",
         "close_reason",
+        "records",
     ]
 
     def get_queryset(self, request):
@@ -441,6 +443,21 @@ class ServiceRequestAdmin(admin.ModelAdmin):
             obj.lng,
             _("open map"),
         )
+
+    @admin.display(description=_("Records"))
+    def records(self, obj):
+        url = reverse("dashboard:audit_package", args=[obj.tracking_number])
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}?version=public">{}</a>',
+            url,
+            _("Audit package (staff)"),
+            url,
+            _("Public version (FOIA)"),
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        export = reverse("dashboard:export_csv") + "?" + request.GET.urlencode()
+        return super().changelist_view(request, {**(extra_context or {}), "export_url": export})
 
     @admin.display(description=_("Time left"), ordering="due_at")
     def time_left(self, obj):

@@ -1,0 +1,920 @@
+"""Figures for the director's dashboard and the public transparency page.
+
+Everything is computed by the database in aggregate queries over `visible_requests(user)`
+(or the public requests, for the transparency page). PostgreSQL computes medians itself
+with percentile_cont; SQLite, used in development, has no such aggregate, so there the
+medians are taken in Python over the one column they need.
+
+Which requests count for which figure (periods are half-open, [start, end)):
+
+- received, duplicate, forwarding and self-service rates, cost per request: requests
+  received in the period;
+- on-time completion and time to resolution: requests completed (fixed, not closed
+  without a fix) in the period; on-time needs a due date, like `sla_compliance`;
+- time to first response: requests first answered in the period;
+- open backlog: requests open at the end of the period (or now, for a period not over).
+"""
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    F,
+    FloatField,
+    Func,
+    Q,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Floor, TruncWeek
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from routing.models import District
+
+from .models import (
+    OPEN_STATUSES,
+    Channel,
+    Crew,
+    Department,
+    ServiceCategory,
+    Status,
+    WorkOrder,
+)
+
+# Channels where the resident files the request themselves; the rest are typed in by staff.
+SELF_SERVICE_CHANNELS = (Channel.WEB, Channel.API)
+DEFAULT_PERIOD_DAYS = 30
+HOUR = 3600.0
+
+
+# --- SQL building blocks -------------------------------------------------------------------
+
+
+class Seconds(Func):
+    """Seconds from one datetime column to another, as a float, in SQL."""
+
+    output_field = FloatField()
+
+    def __init__(self, end, start, **extra):
+        super().__init__(F(end), F(start), **extra)
+
+    def _compile(self, compiler):
+        end, end_params = compiler.compile(self.source_expressions[0])
+        start, start_params = compiler.compile(self.source_expressions[1])
+        return end, start, (*end_params, *start_params)
+
+    def as_sql(self, compiler, connection, **extra):
+        end, start, params = self._compile(compiler)
+        return f"(EXTRACT(EPOCH FROM ({end} - {start}))::double precision)", params
+
+    def as_sqlite(self, compiler, connection, **extra):
+        end, start, params = self._compile(compiler)
+        return f"((julianday({end}) - julianday({start})) * 86400.0)", params
+
+
+class Median(Aggregate):
+    """PostgreSQL's continuous median; see `_median` for the SQLite fallback."""
+
+    function = "PERCENTILE_CONT"
+    name = "Median"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def has_sql_median() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _median_python(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _median(queryset, end, start):
+    """Median seconds from `start` to `end` over `queryset`."""
+    if has_sql_median():
+        return queryset.aggregate(m=Median(Seconds(end, start)))["m"]
+    return _median_python(
+        queryset.annotate(_s=Seconds(end, start)).values_list("_s", flat=True).order_by()
+    )
+
+
+def _grouped_median(queryset, key, end, start):
+    """{key value: median seconds from `start` to `end`}; `key` is a field or expression."""
+    queryset = queryset.annotate(_k=key) if not isinstance(key, str) else queryset
+    key_name = key if isinstance(key, str) else "_k"
+    if has_sql_median():
+        rows = queryset.values(key_name).annotate(m=Median(Seconds(end, start))).order_by()
+        return {row[key_name]: row["m"] for row in rows}
+    groups = defaultdict(list)
+    rows = queryset.annotate(_s=Seconds(end, start)).values_list(key_name, "_s").order_by()
+    for group, seconds in rows:
+        groups[group].append(seconds)
+    return {group: _median_python(values) for group, values in groups.items()}
+
+
+def _ratio(part, whole):
+    return None if not whole else part / whole
+
+
+def _hours(seconds):
+    return None if seconds is None else seconds / HOUR
+
+
+# --- Filters -------------------------------------------------------------------------------
+
+
+class DashboardFilterForm(forms.Form):
+    start = forms.DateField(
+        label=_("From"), required=False, widget=forms.DateInput({"type": "date"})
+    )
+    end = forms.DateField(label=_("To"), required=False, widget=forms.DateInput({"type": "date"}))
+    department = forms.ModelChoiceField(
+        Department.objects.all(), label=_("Department"), required=False
+    )
+    group = forms.ChoiceField(label=_("Category group"), required=False)
+    category = forms.ModelChoiceField(
+        ServiceCategory.objects.all(), label=_("Category"), required=False
+    )
+    district = forms.ModelChoiceField(District.objects.all(), label=_("District"), required=False)
+    channel = forms.ChoiceField(
+        label=_("Channel"), required=False, choices=[("", "---------"), *Channel.choices]
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        groups = ServiceCategory.objects.values_list("group", flat=True).distinct().order_by()
+        self.fields["group"].choices = [("", "---------")] + [(g, g) for g in sorted(groups)]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            raise forms.ValidationError(_("The period must end after it starts."))
+        return data
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The dashboard's selection: a period of whole local days and optional dimensions."""
+
+    start: date
+    end: date  # inclusive
+    department: int | None = None
+    group: str = ""
+    category: int | None = None
+    district: int | None = None
+    channel: str = ""
+
+    @classmethod
+    def default(cls, today=None):
+        today = today or timezone.localdate()
+        return cls(start=today - timedelta(days=DEFAULT_PERIOD_DAYS - 1), end=today)
+
+    @classmethod
+    def from_form(cls, form):
+        default = cls.default()
+        data = form.cleaned_data if form.is_valid() else {}
+        start = data.get("start") or default.start
+        end = data.get("end") or (
+            start + (default.end - default.start) if data.get("start") else default.end
+        )
+        return cls(
+            start=start,
+            end=end,
+            department=data["department"].pk if data.get("department") else None,
+            group=data.get("group") or "",
+            category=data["category"].pk if data.get("category") else None,
+            district=data["district"].pk if data.get("district") else None,
+            channel=data.get("channel") or "",
+        )
+
+    @classmethod
+    def from_query(cls, query):
+        """From the dashboard's query string, or from the admin change list's."""
+        aliases = {
+            "department__id__exact": "department",
+            "category__id__exact": "category",
+            "district__id__exact": "district",
+            "channel__exact": "channel",
+        }
+        data = {aliases.get(k, k): v for k, v in query.items()}
+        if "created_at__gte" in data and "start" not in data:
+            data["start"] = data["created_at__gte"][:10]
+        if "created_at__lt" in data and "end" not in data:
+            try:  # the change list's upper bound is exclusive, the dashboard's inclusive
+                data["end"] = (
+                    date.fromisoformat(data["created_at__lt"][:10]) - timedelta(1)
+                ).isoformat()
+            except ValueError:
+                pass
+        return cls.from_form(DashboardFilterForm(data))
+
+    def as_dict(self):
+        """JSON-friendly, for ExportJob.filters."""
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "department": self.department,
+            "group": self.group,
+            "category": self.category,
+            "district": self.district,
+            "channel": self.channel,
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(
+            start=date.fromisoformat(data["start"]),
+            end=date.fromisoformat(data["end"]),
+            department=data.get("department"),
+            group=data.get("group") or "",
+            category=data.get("category"),
+            district=data.get("district"),
+            channel=data.get("channel") or "",
+        )
+
+    def query_string(self, **override):
+        params = {k: v for k, v in {**self.as_dict(), **override}.items() if v not in (None, "")}
+        return urlencode(params)
+
+    # Periods ------------------------------------------------------------------------------
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    @property
+    def range(self) -> tuple[datetime, datetime]:
+        tz = timezone.get_current_timezone()
+        start = datetime.combine(self.start, time.min, tzinfo=tz)
+        end = datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=tz)
+        return start, end
+
+    def previous(self) -> "Filters":
+        """The period of the same length just before this one, same dimensions."""
+        return Filters(
+            start=self.start - timedelta(days=self.days),
+            end=self.start - timedelta(days=1),
+            department=self.department,
+            group=self.group,
+            category=self.category,
+            district=self.district,
+            channel=self.channel,
+        )
+
+    # Querysets ------------------------------------------------------------------------------
+    def apply_dimensions(self, requests):
+        if self.department:
+            requests = requests.filter(department_id=self.department)
+        if self.group:
+            requests = requests.filter(category__group=self.group)
+        if self.category:
+            requests = requests.filter(category_id=self.category)
+        if self.district:
+            requests = requests.filter(district_id=self.district)
+        if self.channel:
+            requests = requests.filter(channel=self.channel)
+        return requests
+
+    def apply(self, requests):
+        """Requests received in the period that match the dimensions (exports, the map)."""
+        start, end = self.range
+        return self.apply_dimensions(requests).filter(created_at__gte=start, created_at__lt=end)
+
+    def admin_params(self) -> dict:
+        """The same selection in the admin change list's own filter parameters."""
+        start, end = self.range
+        params = {
+            "created_at__gte": start.isoformat(),
+            "created_at__lt": end.isoformat(),
+        }
+        if self.department:
+            params["department__id__exact"] = self.department
+        if self.category:
+            params["category__id__exact"] = self.category
+        elif self.group:
+            # The change list only allows lookups it offers as filters; ids of the group do.
+            ids = ServiceCategory.objects.filter(group=self.group).values_list("pk", flat=True)
+            params["category__id__in"] = ",".join(str(pk) for pk in ids)
+        if self.district:
+            params["district__id__exact"] = self.district
+        if self.channel:
+            params["channel__exact"] = self.channel
+        return params
+
+    def admin_url(self, **extra) -> str:
+        return (
+            reverse("admin:requests_app_servicerequest_changelist")
+            + "?"
+            + urlencode({**self.admin_params(), **extra})
+        )
+
+
+def _conditions(start, end, now):
+    at = min(end, now)
+    return {
+        "received": Q(created_at__gte=start, created_at__lt=end),
+        "completed": Q(status=Status.COMPLETED, resolved_at__gte=start, resolved_at__lt=end),
+        "responded": Q(first_response_at__gte=start, first_response_at__lt=end),
+        # Open at `at`: still open, or resolved only afterwards.
+        "backlog": Q(created_at__lt=at)
+        & (Q(resolved_at__gte=at) | Q(resolved_at__isnull=True, status__in=OPEN_STATUSES)),
+    }
+
+
+# --- KPIs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Kpi:
+    key: str
+    label: str
+    value: float | None
+    previous: float | None
+    unit: str  # "count", "pct", "hours", "money", "score"
+    better: str = "up"  # which direction is good, for colouring the change
+    note: str = ""
+
+    @property
+    def change(self):
+        if self.value is None or self.previous is None:
+            return None
+        if self.unit == "pct":
+            return (self.value - self.previous) * 100  # percentage points
+        if self.previous == 0:
+            return None
+        return (self.value - self.previous) / abs(self.previous) * 100
+
+    @property
+    def display(self):
+        return format_value(self.value, self.unit)
+
+    @property
+    def previous_display(self):
+        return format_value(self.previous, self.unit)
+
+    @property
+    def change_display(self):
+        change = self.change
+        if change is None:
+            return "—"
+        return f"{change:+.1f} pts" if self.unit == "pct" else f"{change:+.1f} %"
+
+    @property
+    def trend(self):
+        change = self.change
+        if change is None or abs(change) < 0.05:
+            return "flat"
+        good = (change > 0) == (self.better == "up")
+        return "good" if good else "bad"
+
+
+def format_value(value, unit):
+    if value is None:
+        return "—"
+    if unit == "count":
+        return f"{value:,}"
+    if unit == "pct":
+        return f"{value * 100:.1f} %"
+    if unit == "hours":
+        return f"{value:.1f} h" if value < 48 else f"{value / 24:.1f} d"
+    if unit == "money":
+        return f"{value:,.2f}"
+    return f"{value:.2f}"
+
+
+def period_figures(requests, filters: Filters, now=None) -> dict:
+    """Raw figures for one period; `requests` is already limited to what the user may see."""
+    now = now or timezone.now()
+    start, end = filters.range
+    c = _conditions(start, end, now)
+    requests = filters.apply_dimensions(requests)
+    relevant = requests.filter(c["received"] | c["completed"] | c["responded"] | c["backlog"])
+    aggregates = {
+        "received": Count("pk", filter=c["received"]),
+        "duplicates": Count("pk", filter=c["received"] & Q(duplicate_of__isnull=False)),
+        "forwarded": Count("pk", filter=c["received"] & Q(forward_count__gt=0)),
+        "self_service": Count("pk", filter=c["received"] & Q(channel__in=SELF_SERVICE_CHANNELS)),
+        "backlog": Count("pk", filter=c["backlog"]),
+        "completed": Count("pk", filter=c["completed"]),
+        "completed_with_due": Count("pk", filter=c["completed"] & Q(due_at__isnull=False)),
+        "on_time": Count("pk", filter=c["completed"] & Q(resolved_at__lte=F("due_at"))),
+        "responded": Count("pk", filter=c["responded"]),
+        "mean_response": Avg(Seconds("first_response_at", "created_at"), filter=c["responded"]),
+        "mean_resolution": Avg(Seconds("resolved_at", "created_at"), filter=c["completed"]),
+    }
+    if has_sql_median():
+        aggregates["median_response"] = Median(
+            Seconds("first_response_at", "created_at"), filter=c["responded"]
+        )
+        aggregates["median_resolution"] = Median(
+            Seconds("resolved_at", "created_at"), filter=c["completed"]
+        )
+    figures = relevant.order_by().aggregate(**aggregates)
+    if not has_sql_median():
+        figures["median_response"] = _median(
+            requests.filter(c["responded"]), "first_response_at", "created_at"
+        )
+        figures["median_resolution"] = _median(
+            requests.filter(c["completed"]), "resolved_at", "created_at"
+        )
+    # A work order fixes every request grouped under it: count its cost once.
+    cost = WorkOrder.objects.filter(
+        pk__in=requests.filter(c["received"], work_order__isnull=False).values("work_order_id")
+    ).aggregate(total=Sum("cost"))["total"]
+    figures["cost_total"] = cost or Decimal(0)
+    figures.update(satisfaction_figures(requests, start, end))
+    return figures
+
+
+def satisfaction_figures(requests, start, end) -> dict:
+    """Average rating (1–5) and share answering "fixed", over surveys of `requests`
+    answered in the period (residents who did not say either way are left out)."""
+    from surveys.models import Survey
+
+    figures = Survey.objects.filter(
+        request__in=requests, answered_at__gte=start, answered_at__lt=end
+    ).aggregate(
+        satisfaction=Avg("rating"),
+        fixed=Count("pk", filter=Q(is_fixed=True)),
+        judged=Count("pk", filter=Q(is_fixed__isnull=False)),
+    )
+    return {
+        "satisfaction": figures["satisfaction"],
+        "fix_verified": _ratio(figures["fixed"], figures["judged"]),
+    }
+
+
+def kpis(requests, filters: Filters, now=None) -> list[Kpi]:
+    now = now or timezone.now()
+    cur = period_figures(requests, filters, now)
+    prev = period_figures(requests, filters.previous(), now)
+
+    def both(fn):
+        return fn(cur), fn(prev)
+
+    def kpi(key, label, fn, unit, better="up", note=""):
+        value, previous = both(fn)
+        return Kpi(key, label, value, previous, unit, better, note)
+
+    return [
+        kpi("received", _("Received"), lambda f: f["received"], "count", "flat"),
+        kpi("backlog", _("Open backlog"), lambda f: f["backlog"], "count", "down"),
+        kpi(
+            "on_time",
+            _("Completed on time"),
+            lambda f: _ratio(f["on_time"], f["completed_with_due"]),
+            "pct",
+        ),
+        kpi(
+            "median_response",
+            _("Median time to first response"),
+            lambda f: _hours(f["median_response"]),
+            "hours",
+            "down",
+        ),
+        kpi(
+            "mean_response",
+            _("Mean time to first response"),
+            lambda f: _hours(f["mean_response"]),
+            "hours",
+            "down",
+        ),
+        kpi(
+            "median_resolution",
+            _("Median time to resolution"),
+            lambda f: _hours(f["median_resolution"]),
+            "hours",
+            "down",
+        ),
+        kpi(
+            "mean_resolution",
+            _("Mean time to resolution"),
+            lambda f: _hours(f["mean_resolution"]),
+            "hours",
+            "down",
+        ),
+        kpi(
+            "satisfaction",
+            _("Satisfaction (average of 1–5)"),
+            lambda f: f["satisfaction"],
+            "score",
+        ),
+        kpi("fix_verified", _("Fix verified by resident"), lambda f: f["fix_verified"], "pct"),
+        kpi(
+            "duplicate_rate",
+            _("Duplicates"),
+            lambda f: _ratio(f["duplicates"], f["received"]),
+            "pct",
+            "flat",
+        ),
+        kpi(
+            "forward_rate",
+            _("Forwarded"),
+            lambda f: _ratio(f["forwarded"], f["received"]),
+            "pct",
+            "down",
+        ),
+        kpi(
+            "self_service",
+            _("Self-service (web, API)"),
+            lambda f: _ratio(f["self_service"], f["received"]),
+            "pct",
+        ),
+        kpi(
+            "cost_per_request",
+            _("Work-order cost per request"),
+            lambda f: None if not f["received"] else float(f["cost_total"]) / f["received"],
+            "money",
+            "down",
+        ),
+    ]
+
+
+# --- Heat-map grid -------------------------------------------------------------------------
+
+CELL_PIXELS = 48
+METRICS = ("count", "median_resolution", "overdue")
+
+
+def cell_size(zoom: int) -> float:
+    """Degrees per grid cell so that a cell is about CELL_PIXELS wide at `zoom`."""
+    zoom = max(3, min(19, int(zoom)))
+    return 360.0 / (2**zoom) * CELL_PIXELS / 256
+
+
+def _overdue_q(now):
+    return Q(status__in=OPEN_STATUSES, due_at__lt=now) | Q(resolved_at__gt=F("due_at"))
+
+
+def grid(requests, filters: Filters, *, bbox, zoom, metric="count", now=None) -> dict:
+    """Requests received in the period, counted in square cells of the current map view."""
+    now = now or timezone.now()
+    size = cell_size(zoom)
+    west, south, east, north = bbox
+    # A little margin so cells cut by the map edge are whole.
+    requests = filters.apply(requests).filter(
+        lat__gte=south - size, lat__lte=north + size, lng__gte=west - size, lng__lte=east + size
+    )
+    requests = requests.annotate(gy=Floor(F("lat") / Value(size)), gx=Floor(F("lng") / Value(size)))
+    rows = (
+        requests.values("gy", "gx")
+        .annotate(count=Count("pk"), overdue=Count("pk", filter=_overdue_q(now)))
+        .order_by()
+    )
+    medians = {}
+    if metric == "median_resolution":
+        completed = requests.filter(status=Status.COMPLETED, resolved_at__isnull=False)
+        if has_sql_median():
+            medians = {
+                (r["gy"], r["gx"]): r["m"]
+                for r in completed.values("gy", "gx")
+                .annotate(m=Median(Seconds("resolved_at", "created_at")))
+                .order_by()
+            }
+        else:
+            groups = defaultdict(list)
+            for gy, gx, s in (
+                completed.annotate(_s=Seconds("resolved_at", "created_at"))
+                .values_list("gy", "gx", "_s")
+                .order_by()
+            ):
+                groups[(gy, gx)].append(s)
+            medians = {key: _median_python(v) for key, v in groups.items()}
+    cells = []
+    for row in rows:
+        gy, gx = int(row["gy"]), int(row["gx"])
+        if metric == "count":
+            value = row["count"]
+        elif metric == "overdue":
+            value = round(100 * row["overdue"] / row["count"], 1)
+        else:
+            value = _hours(medians.get((row["gy"], row["gx"])))
+            value = None if value is None else round(value, 1)
+        cells.append(
+            {
+                "gy": gy,
+                "gx": gx,
+                "south": gy * size,
+                "west": gx * size,
+                "size": size,
+                "count": row["count"],
+                "value": value,
+            }
+        )
+    return {"zoom": int(zoom), "size": size, "metric": metric, "cells": cells}
+
+
+def cell_detail(requests, filters: Filters, *, zoom, gy, gx) -> dict:
+    size = cell_size(zoom)
+    south, west = gy * size, gx * size
+    bounds = {"lat__gte": south, "lat__lt": south + size, "lng__gte": west, "lng__lt": west + size}
+    in_cell = filters.apply(requests).filter(**bounds)
+    top = (
+        in_cell.values("category__name")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "category__name")[:5]
+    )
+    return {
+        "count": in_cell.count(),
+        "top_categories": [{"name": r["category__name"], "count": r["n"]} for r in top],
+        "median_response_hours": _round(
+            _hours(
+                _median(
+                    in_cell.filter(first_response_at__isnull=False),
+                    "first_response_at",
+                    "created_at",
+                )
+            )
+        ),
+        "median_resolution_hours": _round(
+            _hours(
+                _median(
+                    in_cell.filter(status=Status.COMPLETED, resolved_at__isnull=False),
+                    "resolved_at",
+                    "created_at",
+                )
+            )
+        ),
+        "admin_url": filters.admin_url(**{k: f"{v:.6f}" for k, v in bounds.items()}),
+    }
+
+
+def _round(value, digits=1):
+    return None if value is None else round(value, digits)
+
+
+# --- Breakdowns, trends, hotspots ------------------------------------------------------------
+
+DIMENSIONS = {
+    "district": (_("District"), District, "district__id__exact"),
+    "department": (_("Department"), Department, "department__id__exact"),
+    "category": (_("Category"), ServiceCategory, "category__id__exact"),
+    "crew": (_("Crew"), Crew, "crew__id__exact"),
+}
+
+
+@dataclass
+class BreakdownRow:
+    key: int | None
+    label: str
+    received: int = 0
+    backlog: int = 0
+    resolved: int = 0
+    on_time_pct: float | None = None
+    median_resolution_hours: float | None = None
+    admin_url: str = ""
+
+
+def breakdown(requests, filters: Filters, dimension: str, now=None) -> list[BreakdownRow]:
+    now = now or timezone.now()
+    _label, model, admin_param = DIMENSIONS[dimension]
+    start, end = filters.range
+    c = _conditions(start, end, now)
+    requests = filters.apply_dimensions(requests)
+    counts = (
+        requests.filter(c["received"] | c["backlog"])
+        .values(dimension)
+        .annotate(
+            received=Count("pk", filter=c["received"]), backlog=Count("pk", filter=c["backlog"])
+        )
+        .order_by()
+    )
+    completed = requests.filter(c["completed"])
+    compliance = {
+        row[dimension]: row
+        for row in completed.filter(due_at__isnull=False).sla_compliance(dimension)
+    }
+    medians = _grouped_median(completed, dimension, "resolved_at", "created_at")
+    keys = {row[dimension] for row in counts} | set(compliance) | set(medians)
+    names = {obj.pk: str(obj) for obj in model.objects.filter(pk__in=[k for k in keys if k])}
+    rows = []
+    by_key = {row[dimension]: row for row in counts}
+    for key in keys:
+        row = BreakdownRow(key=key, label=names.get(key, "—") if key else _("(none)"))
+        if key in by_key:
+            row.received = by_key[key]["received"]
+            row.backlog = by_key[key]["backlog"]
+        if key in compliance:
+            row.resolved = compliance[key]["resolved"]
+            row.on_time_pct = compliance[key]["on_time_pct"]
+        row.median_resolution_hours = _round(_hours(medians.get(key)))
+        if key:
+            row.admin_url = filters.admin_url(**{admin_param: key})
+        rows.append(row)
+    rows.sort(key=lambda r: (-r.received, -r.backlog, str(r.label)))
+    return rows
+
+
+def weekly_trend(requests, filters: Filters) -> list[dict]:
+    """Received requests and median resolution hours per week (weeks start on Monday)."""
+    start, end = filters.range
+    tz = timezone.get_current_timezone()
+    requests = filters.apply_dimensions(requests)
+    received = dict(
+        requests.filter(created_at__gte=start, created_at__lt=end)
+        .annotate(week=TruncWeek("created_at", tzinfo=tz))
+        .values_list("week")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    completed = requests.filter(
+        status=Status.COMPLETED, resolved_at__gte=start, resolved_at__lt=end
+    )
+    medians = _grouped_median(
+        completed, TruncWeek("resolved_at", tzinfo=tz), "resolved_at", "created_at"
+    )
+    weeks = []
+    monday = filters.start - timedelta(days=filters.start.weekday())
+    while monday <= filters.end:
+        weeks.append(monday)
+        monday += timedelta(days=7)
+
+    def day(value):
+        return value.astimezone(tz).date() if isinstance(value, datetime) else value
+
+    received = {day(k): v for k, v in received.items()}
+    medians = {day(k): v for k, v in medians.items()}
+    return [
+        {
+            "week": week,
+            "received": received.get(week, 0),
+            "median_resolution_hours": _round(_hours(medians.get(week))),
+        }
+        for week in weeks
+    ]
+
+
+@dataclass
+class Chart:
+    """A bar or line chart laid out for an inline SVG (no JavaScript)."""
+
+    width: int = 640
+    height: int = 180
+    pad_left: int = 44
+    pad_bottom: int = 26
+    pad_top: int = 10
+    bars: list = field(default_factory=list)
+    points: str = ""
+    dots: list = field(default_factory=list)
+    ticks: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    empty: bool = True
+
+
+def svg_chart(rows, key, kind="bar", width=640, height=180) -> Chart:
+    chart = Chart(width=width, height=height)
+    values = [row[key] for row in rows]
+    present = [v for v in values if v is not None]
+    chart.empty = not present or max(present) == 0
+    top = max(present) if present and max(present) > 0 else 1
+    plot_w = width - chart.pad_left - 8
+    plot_h = height - chart.pad_top - chart.pad_bottom
+    step = plot_w / max(1, len(rows))
+    base = chart.pad_top + plot_h
+    for i in range(5):
+        value = top * i / 4
+        y = base - plot_h * i / 4
+        chart.ticks.append(
+            {"y": round(y, 1), "label": f"{value:.0f}" if top >= 4 else f"{value:.1f}"}
+        )
+    every = max(1, len(rows) // 8)
+    points = []
+    for i, (row, value) in enumerate(zip(rows, values, strict=True)):
+        x = chart.pad_left + step * i
+        if i % every == 0:
+            chart.labels.append(
+                {"x": round(x + step / 2, 1), "text": row["week"].strftime("%b %d")}
+            )
+        if value is None:
+            continue
+        h = plot_h * value / top
+        title = f"{row['week']:%Y-%m-%d}: {value:g}"
+        if kind == "bar":
+            chart.bars.append(
+                {
+                    "x": round(x + step * 0.1, 1),
+                    "y": round(base - h, 1),
+                    "w": round(step * 0.8, 1),
+                    "h": round(h, 1),
+                    "title": title,
+                }
+            )
+        else:
+            cx, cy = round(x + step / 2, 1), round(base - h, 1)
+            points.append(f"{cx},{cy}")
+            chart.dots.append({"x": cx, "y": cy, "title": title})
+    chart.points = " ".join(points)
+    return chart
+
+
+def hotspots(requests, filters: Filters, *, min_count=3, limit=15) -> list[dict]:
+    """Places where the same problem keeps being reported: category and location rounded
+    to 0.001° (about 110 m north–south), received in the period at least `min_count` times."""
+    rows = (
+        filters.apply(requests)
+        .filter(lat__isnull=False, lng__isnull=False)
+        .annotate(
+            ry=Floor(F("lat") * Value(1000.0) + Value(0.5)),
+            rx=Floor(F("lng") * Value(1000.0) + Value(0.5)),
+        )
+        .values("category", "category__name", "ry", "rx")
+        .annotate(n=Count("pk"), open=Count("pk", filter=Q(status__in=OPEN_STATUSES)))
+        .filter(n__gte=min_count)
+        .order_by("-n", "category__name")[:limit]
+    )
+    result = []
+    for row in rows:
+        lat, lng = row["ry"] / 1000, row["rx"] / 1000
+        bounds = {
+            "lat__gte": f"{lat - 0.0005:.6f}",
+            "lat__lt": f"{lat + 0.0005:.6f}",
+            "lng__gte": f"{lng - 0.0005:.6f}",
+            "lng__lt": f"{lng + 0.0005:.6f}",
+        }
+        result.append(
+            {
+                "category": row["category__name"],
+                "lat": lat,
+                "lng": lng,
+                "count": row["n"],
+                "open": row["open"],
+                "admin_url": filters.admin_url(category__id__exact=row["category"], **bounds),
+            }
+        )
+    return result
+
+
+# --- The public transparency page ------------------------------------------------------------
+
+
+def transparency_min_cell() -> int:
+    return getattr(settings, "TRANSPARENCY_MIN_CELL", 5)
+
+
+@dataclass
+class PublicRow:
+    label: str
+    received: int | None
+    on_time_pct: float | None
+    median_response_hours: float | None
+    median_resolution_hours: float | None
+    suppressed: bool = False
+
+
+def transparency_table(public_requests, filters: Filters, dimension: str) -> list[PublicRow]:
+    """Counts, on-time share and median times by category or district, with any figure
+    resting on fewer than TRANSPARENCY_MIN_CELL requests left out, so that nobody can be
+    singled out from a small cell. Only names of categories and districts, never a request."""
+    k = transparency_min_cell()
+    start, end = filters.range
+    c = _conditions(start, end, timezone.now())
+    requests = filters.apply_dimensions(public_requests)
+    key = {"category": "category__name", "district": "district__name"}[dimension]
+    counts = (
+        requests.values(key)
+        .annotate(
+            received=Count("pk", filter=c["received"]),
+            completed_with_due=Count("pk", filter=c["completed"] & Q(due_at__isnull=False)),
+            on_time=Count("pk", filter=c["completed"] & Q(resolved_at__lte=F("due_at"))),
+            responded=Count("pk", filter=c["responded"]),
+            completed=Count("pk", filter=c["completed"]),
+        )
+        .filter(Q(received__gt=0) | Q(completed__gt=0))
+        .order_by(key)
+    )
+    response = _grouped_median(
+        requests.filter(c["responded"]), key, "first_response_at", "created_at"
+    )
+    resolution = _grouped_median(requests.filter(c["completed"]), key, "resolved_at", "created_at")
+    rows = []
+    for row in counts:
+        name = row[key] or _("Not in a district")
+        rows.append(
+            PublicRow(
+                label=name,
+                received=row["received"] if row["received"] >= k else None,
+                on_time_pct=round(100 * row["on_time"] / row["completed_with_due"], 1)
+                if row["completed_with_due"] >= k
+                else None,
+                median_response_hours=_round(_hours(response.get(row[key])))
+                if row["responded"] >= k
+                else None,
+                median_resolution_hours=_round(_hours(resolution.get(row[key])))
+                if row["completed"] >= k
+                else None,
+                suppressed=row["received"] < k,
+            )
+        )
+    return rows

@@ -1,0 +1,291 @@
+"""The director's dashboard, its map data, exports and the public transparency page."""
+
+import csv
+from datetime import timedelta
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
+
+from . import dashboard, exports, service_area
+from .access import staff_role, visible_requests
+from .dashboard import DashboardFilterForm, Filters
+from .export_tasks import export_start
+from .models import ExportJob, ServiceRequest, StaffRole
+
+DASHBOARD_ROLES = {StaffRole.DIRECTOR, StaffRole.DISPATCHER, StaffRole.ADMINISTRATOR}
+# Department staff export their own department's requests from the admin list.
+EXPORT_ROLES = DASHBOARD_ROLES | {StaffRole.DEPARTMENT_STAFF}
+# Above this many rows an export is written by the worker instead of streamed.
+STREAM_MAX_ROWS = 50_000
+
+
+def _staff_only(roles):
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if staff_role(request.user) not in roles:
+                raise Http404
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _filters(request):
+    form = DashboardFilterForm(request.GET or None)
+    return form, Filters.from_query(request.GET)
+
+
+@require_GET
+@_staff_only(DASHBOARD_ROLES)
+def dashboard_page(request):
+    form, filters = _filters(request)
+    if not request.GET:
+        form = DashboardFilterForm(initial={"start": filters.start, "end": filters.end})
+    requests = visible_requests(request.user)
+    trend = dashboard.weekly_trend(requests, filters)
+    breakdowns = [
+        (label, dashboard.breakdown(requests, filters, key))
+        for key, (label, _model, _param) in dashboard.DIMENSIONS.items()
+    ]
+    min_lng, min_lat, max_lng, max_lat = service_area.bounds()
+    return render(
+        request,
+        "dashboard/dashboard.html",
+        {
+            "form": form,
+            "filters": filters,
+            "previous": filters.previous(),
+            "kpis": dashboard.kpis(requests, filters),
+            "breakdowns": breakdowns,
+            "trend": trend,
+            "received_chart": dashboard.svg_chart(trend, "received", "bar"),
+            "resolution_chart": dashboard.svg_chart(trend, "median_resolution_hours", "line"),
+            "hotspots": dashboard.hotspots(requests, filters),
+            "admin_url": filters.admin_url(),
+            "query": filters.query_string(),
+            "map_settings": {
+                "bounds": [[min_lat, min_lng], [max_lat, max_lng]],
+                "query": filters.query_string(),
+                "grid_url": reverse("dashboard:grid"),
+                "cell_url": reverse("dashboard:cell"),
+            },
+        },
+    )
+
+
+def _int(request, name, default=None):
+    try:
+        return int(request.GET[name])
+    except (KeyError, ValueError):
+        if default is None:
+            raise
+        return default
+
+
+@require_GET
+@_staff_only(DASHBOARD_ROLES)
+def grid_json(request):
+    _form, filters = _filters(request)
+    try:
+        bbox = [float(v) for v in request.GET["bbox"].split(",")]
+        zoom = _int(request, "zoom")
+    except (KeyError, ValueError):
+        return HttpResponseBadRequest("bbox=west,south,east,north and zoom are required")
+    if len(bbox) != 4:
+        return HttpResponseBadRequest("bbox=west,south,east,north")
+    metric = request.GET.get("metric", "count")
+    if metric not in dashboard.METRICS:
+        metric = "count"
+    data = dashboard.grid(
+        visible_requests(request.user), filters, bbox=bbox, zoom=zoom, metric=metric
+    )
+    return JsonResponse(data)
+
+
+@require_GET
+@_staff_only(DASHBOARD_ROLES)
+def cell_json(request):
+    _form, filters = _filters(request)
+    try:
+        zoom, gy, gx = _int(request, "zoom"), _int(request, "gy"), _int(request, "gx")
+    except (KeyError, ValueError):
+        return HttpResponseBadRequest("zoom, gy and gx are required")
+    data = dashboard.cell_detail(visible_requests(request.user), filters, zoom=zoom, gy=gy, gx=gx)
+    return JsonResponse(data)
+
+
+# --- Exports -----------------------------------------------------------------------------------
+
+
+def _export(request, fmt):
+    _form, filters = _filters(request)
+    requests = filters.apply(visible_requests(request.user))
+    if request.GET.get("background") or requests.count() > STREAM_MAX_ROWS:
+        with transaction.atomic():
+            job = ExportJob.objects.create(
+                requested_by=request.user, format=fmt, filters=filters.as_dict()
+            )
+            export_start(job)
+        return redirect("dashboard:export_job", pk=job.pk)
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+    if fmt == ExportJob.Format.CSV:
+        body = exports.csv_lines(requests, exports.columns_for(request.user))
+        response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
+        name = f"requests-{stamp}.csv"
+    else:
+        body = exports.geojson_chunks(requests)
+        response = StreamingHttpResponse(body, content_type="application/geo+json")
+        name = f"requests-{stamp}.geojson"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@require_GET
+@_staff_only(EXPORT_ROLES)
+def export_csv(request):
+    return _export(request, ExportJob.Format.CSV)
+
+
+@require_GET
+@_staff_only(EXPORT_ROLES)
+def export_geojson(request):
+    return _export(request, ExportJob.Format.GEOJSON)
+
+
+def _own_job(request, pk):
+    return get_object_or_404(ExportJob, pk=pk, requested_by=request.user)
+
+
+@require_GET
+@_staff_only(EXPORT_ROLES)
+def export_job(request, pk):
+    job = _own_job(request, pk)
+    percent = None
+    if job.rows_total:
+        percent = min(100, round(100 * job.rows_done / job.rows_total))
+    elif job.status == ExportJob.Status.DONE:
+        percent = 100
+    return render(
+        request,
+        "dashboard/export_job.html",
+        {
+            "job": job,
+            "percent": percent,
+            "filters": Filters.from_dict(job.filters),
+            "working": job.status in (ExportJob.Status.PENDING, ExportJob.Status.RUNNING),
+        },
+    )
+
+
+@require_GET
+@_staff_only(EXPORT_ROLES)
+def export_download(request, pk):
+    job = _own_job(request, pk)
+    if job.status != ExportJob.Status.DONE or not job.file:
+        raise Http404
+    return FileResponse(
+        job.file.open("rb"), as_attachment=True, filename=job.file.name.split("/")[-1]
+    )
+
+
+@require_http_methods(["GET"])
+@_staff_only(EXPORT_ROLES)
+def audit_package(request, tracking_number):
+    service_request = (
+        visible_requests(request.user)
+        .select_related("category", "department", "district", "crew", "work_order", "duplicate_of")
+        .filter(tracking_number=tracking_number)
+        .first()
+    )
+    if service_request is None:
+        raise Http404
+    staff = request.GET.get("version") != "public"
+    archive = exports.audit_package(
+        service_request, staff=staff, generated_by=request.user.get_username()
+    )
+    suffix = "staff" if staff else "public"
+    return FileResponse(
+        archive,
+        as_attachment=True,
+        filename=f"{tracking_number}-record-{suffix}.zip",
+        content_type="application/zip",
+    )
+
+
+# --- The public transparency page -------------------------------------------------------------
+
+TRANSPARENCY_PERIODS = {"30": 30, "90": 90, "365": 365}
+
+
+def _public_filters(request):
+    days = TRANSPARENCY_PERIODS.get(request.GET.get("days", "90"), 90)
+    today = timezone.localdate()
+    return days, Filters(start=today - timedelta(days=days - 1), end=today)
+
+
+@require_GET
+def transparency(request):
+    days, filters = _public_filters(request)
+    public = ServiceRequest.objects.public()
+    return render(
+        request,
+        "dashboard/transparency.html",
+        {
+            "days": days,
+            "periods": TRANSPARENCY_PERIODS.values(),
+            "filters": filters,
+            "min_cell": dashboard.transparency_min_cell(),
+            "tables": [
+                ("category", dashboard.transparency_table(public, filters, "category")),
+                ("district", dashboard.transparency_table(public, filters, "district")),
+            ],
+        },
+    )
+
+
+@require_GET
+def transparency_csv(request):
+    days, filters = _public_filters(request)
+    public = ServiceRequest.objects.public()
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="transparency-{days}-days.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            "by",
+            "name",
+            "received",
+            "on_time_pct",
+            "median_hours_to_first_response",
+            "median_hours_to_resolution",
+        ]
+    )
+    for dimension in ("category", "district"):
+        for row in dashboard.transparency_table(public, filters, dimension):
+            writer.writerow(
+                [
+                    dimension,
+                    row.label,
+                    "" if row.received is None else row.received,
+                    "" if row.on_time_pct is None else row.on_time_pct,
+                    "" if row.median_response_hours is None else row.median_response_hours,
+                    "" if row.median_resolution_hours is None else row.median_resolution_hours,
+                ]
+            )
+    return response
