@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 import notifications.admin  # noqa: F401
 import requests_app.admin  # noqa: F401
+import requests_app.admin_open311  # noqa: F401
 import routing.admin  # noqa: F401
 from requests_app.dashboard_urls import transparency_urls
 
@@ -19,5 +20,6 @@ urlpatterns = [
     path("crew/", include("requests_app.crew_urls")),
     path("dashboard/", include("requests_app.dashboard_urls")),
     path("transparency/", include(transparency_urls)),
+    path("open311/", include("requests_app.open311_urls")),
     path("", include("requests_app.urls")),
 ]

@@ -19,6 +19,7 @@ from .access import (
     visible_requests,
     visible_work_orders,
 )
+from .admin_open311 import ServiceAttributeInline
 from .models import (
     TRANSITIONS,
     Channel,
@@ -56,6 +57,7 @@ class DepartmentAdmin(admin.ModelAdmin):
 
 @admin.register(ServiceCategory)
 class ServiceCategoryAdmin(admin.ModelAdmin):
+    inlines = [ServiceAttributeInline]
     list_display = [
         "name",
         "code",
