@@ -2,6 +2,7 @@ import logging
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "civicdesk.settings")
 
@@ -14,6 +15,11 @@ app.conf.beat_schedule = {
     "sweep-unsent-notifications": {"task": "notifications.tasks.sweep_outbox", "schedule": 30.0},
     "sweep-sla-escalations": {"task": "requests_app.tasks.sweep_sla", "schedule": 60.0},
     "sweep-exports": {"task": "requests_app.export_tasks.sweep_exports", "schedule": 300.0},
+    "dispatch-surveys": {"task": "surveys.tasks.dispatch_surveys", "schedule": 900.0},
+    "department-digests": {
+        "task": "notifications.tasks.send_department_digests",
+        "schedule": crontab(hour=7, minute=0),
+    },
     "purge-old-throttle-windows": {"task": "requests_app.tasks.purge_throttle", "schedule": 3600.0},
 }
 

@@ -198,6 +198,13 @@ PHOTO_MAX_EDGE = 2048
 PHOTO_THUMB_EDGE = 400
 PHOTOS_PER_REPORT = 5
 REPORTS_PER_IP_PER_HOUR = env.int("REPORTS_PER_IP_PER_HOUR", default=10)
+# Surveys: sent this long after completion, links valid this long, never for old requests.
+SURVEY_DELAY_HOURS = env.int("SURVEY_DELAY_HOURS", default=48)
+SURVEY_LINK_MAX_AGE_DAYS = env.int("SURVEY_LINK_MAX_AGE_DAYS", default=30)
+SURVEY_MAX_AGE_DAYS = env.int("SURVEY_MAX_AGE_DAYS", default=14)
+# Email intake: new emails land in this category's triage queue; replies go to this address.
+INBOUND_EMAIL_CATEGORY = env.str("INBOUND_EMAIL_CATEGORY", default="email")
+INBOUND_EMAIL_ADDRESS = env.str("INBOUND_EMAIL_ADDRESS", default="")
 # The public transparency page hides figures based on fewer requests than this.
 TRANSPARENCY_MIN_CELL = env.int("TRANSPARENCY_MIN_CELL", default=5)
 # Behind a reverse proxy, the client address is in X-Forwarded-For.

@@ -8,6 +8,7 @@ import notifications.admin  # noqa: F401
 import requests_app.admin  # noqa: F401
 import requests_app.admin_open311  # noqa: F401
 import routing.admin  # noqa: F401
+import surveys.admin  # noqa: F401
 from requests_app.dashboard_urls import transparency_urls
 
 admin.site.site_header = _("CivicDesk dispatch")
@@ -21,5 +22,8 @@ urlpatterns = [
     path("dashboard/", include("requests_app.dashboard_urls")),
     path("transparency/", include(transparency_urls)),
     path("open311/", include("requests_app.open311_urls")),
+    path("notifications/", include("notifications.urls")),
+    path("surveys/", include("surveys.urls")),
+    path("anymail/", include("anymail.urls")),
     path("", include("requests_app.urls")),
 ]

@@ -1,13 +1,22 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from .models import Notification
+from .models import DigestRun, InboundEmail, Notification, ServiceNotice, SuppressedAddress
 from .services import notification_resend
 
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "kind", "recipient", "status", "attempts", "sent_at", "request"]
+    list_display = [
+        "created_at",
+        "kind",
+        "template",
+        "recipient",
+        "status",
+        "attempts",
+        "sent_at",
+        "request",
+    ]
     list_filter = ["status", "kind"]
     search_fields = ["recipient", "subject", "request__tracking_number"]
     readonly_fields = [f.name for f in Notification._meta.fields]
@@ -27,3 +36,53 @@ class NotificationAdmin(admin.ModelAdmin):
         messages.success(
             request, _("%(count)d notifications queued again.") % {"count": len(failed)}
         )
+
+
+@admin.register(SuppressedAddress)
+class SuppressedAddressAdmin(admin.ModelAdmin):
+    """Deleting a row lets email go to the address again."""
+
+    list_display = ["email", "reason", "created_at"]
+    list_filter = ["reason"]
+    search_fields = ["email"]
+
+
+@admin.register(InboundEmail)
+class InboundEmailAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "sender", "subject", "outcome", "request"]
+    list_filter = ["outcome"]
+    search_fields = ["sender", "subject", "request__tracking_number"]
+    readonly_fields = [f.name for f in InboundEmail._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(DigestRun)
+class DigestRunAdmin(admin.ModelAdmin):
+    list_display = ["date", "department", "new_count", "overdue_count", "created_at"]
+    list_filter = ["department"]
+    readonly_fields = [f.name for f in DigestRun._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ServiceNotice)
+class ServiceNoticeAdmin(admin.ModelAdmin):
+    list_display = ["title", "starts_at", "ends_at"]
+    search_fields = ["title", "message"]
+    filter_horizontal = ["categories"]
+    fieldsets = [
+        (None, {"fields": ["title", "message", "starts_at", "ends_at", "categories"]}),
+        (
+            _("Where"),
+            {
+                "fields": ["area", "center_lat", "center_lng", "radius_m"],
+                "description": _(
+                    "A GeoJSON Polygon (coordinates as [longitude, latitude]), "
+                    "or a centre point and a radius."
+                ),
+            },
+        ),
+    ]

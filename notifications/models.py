@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -26,6 +27,10 @@ class Notification(models.Model):
         RECEIVED = "received", _("Request received")
         STATUS = "status", _("Status changed")
         COMMENT = "comment", _("Public comment")
+        SURVEY = "survey", _("Satisfaction survey")
+        CREW = "crew", _("Assigned to a crew (staff)")
+        DIGEST = "digest", _("Daily digest (staff)")
+        SLA = "sla", _("Service level (staff)")
 
     request = models.ForeignKey(
         "requests_app.ServiceRequest",
@@ -36,16 +41,19 @@ class Notification(models.Model):
     )
     recipient = models.EmailField(_("recipient"))
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    # Which email it is within its kind (status_completed, status_closed, …).
+    template = models.CharField(_("email"), max_length=50, blank=True)
     language = models.CharField(_("language"), max_length=8)
     subject = models.CharField(_("subject"), max_length=255)
     body_text = models.TextField()
     body_html = models.TextField(blank=True)
+    headers = models.JSONField(default=dict, blank=True)
     status = models.CharField(
         _("status"), max_length=10, choices=Status.choices, default=Status.PENDING
     )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     last_error = models.TextField(_("last error"), blank=True)
-    provider_message_id = models.CharField(max_length=255, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     created_at = models.DateTimeField(default=timezone.now)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -69,3 +77,161 @@ class Notification(models.Model):
 
     def backoff(self) -> timedelta:
         return timedelta(seconds=min(30 * 2 ** max(self.attempts - 1, 0), 3600))
+
+
+class SuppressedAddress(models.Model):
+    """An address we must not email: it bounced, complained, or the provider refused it.
+
+    Addresses are stored lower-cased; delete the row in the admin to allow email again.
+    """
+
+    class Reason(models.TextChoices):
+        BOUNCED = "bounced", _("Bounced")
+        COMPLAINED = "complained", _("Marked as spam")
+        REFUSED = "refused", _("Refused by the provider")
+        MANUAL = "manual", _("Added by staff")
+
+    email = models.EmailField(_("email"), unique=True)
+    reason = models.CharField(_("reason"), max_length=12, choices=Reason.choices)
+    detail = models.TextField(_("detail"), blank=True)
+    created_at = models.DateTimeField(_("since"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("undeliverable address")
+        verbose_name_plural = _("undeliverable addresses")
+
+    def __str__(self):
+        return f"{self.email} ({self.get_reason_display()})"
+
+    def save(self, *args, **kwargs):
+        self.email = self.email.strip().lower()
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def is_suppressed(cls, email: str) -> bool:
+        return cls.objects.filter(email=email.strip().lower()).exists()
+
+    @classmethod
+    def suppress(cls, email: str, reason, detail: str = ""):
+        row, _created = cls.objects.get_or_create(
+            email=email.strip().lower(), defaults={"reason": reason, "detail": detail[:2000]}
+        )
+        return row
+
+
+class DigestRun(models.Model):
+    """Claims one department's daily digest: the unique row is what stops a second beat."""
+
+    department = models.ForeignKey(
+        "requests_app.Department", on_delete=models.CASCADE, related_name="+"
+    )
+    date = models.DateField()
+    created_at = models.DateTimeField(default=timezone.now)
+    new_count = models.PositiveIntegerField(default=0)
+    overdue_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["department", "date"], name="one_digest_per_day")
+        ]
+        verbose_name = _("daily digest")
+        verbose_name_plural = _("daily digests")
+
+    def __str__(self):
+        return f"{self.department} {self.date}"
+
+
+class InboundEmail(models.Model):
+    """One email received through the provider's inbound webhook, once.
+
+    Providers retry webhooks; the unique Message-ID makes a redelivery a no-op.
+    """
+
+    class Outcome(models.TextChoices):
+        NEW_REQUEST = "new_request", _("New request")
+        COMMENT = "comment", _("Comment on a request")
+        NOTE = "note", _("Internal note on a request")
+        IGNORED = "ignored", _("Ignored")
+
+    message_id = models.CharField(max_length=255, unique=True)
+    sender = models.EmailField(_("from"), blank=True)
+    subject = models.CharField(_("subject"), max_length=255, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(_("outcome"), max_length=12, choices=Outcome.choices)
+    detail = models.CharField(_("detail"), max_length=255, blank=True)
+    request = models.ForeignKey(
+        "requests_app.ServiceRequest",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name = _("inbound email")
+        verbose_name_plural = _("inbound emails")
+
+    def __str__(self):
+        return f"{self.sender}: {self.subject}"
+
+
+class ServiceNoticeQuerySet(models.QuerySet):
+    def current(self, now=None):
+        now = now or timezone.now()
+        return self.filter(starts_at__lte=now).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+
+
+class ServiceNotice(models.Model):
+    """A known problem or planned work shown to residents near it, e.g. "Water main work
+    on Elm St until Friday: no need to report low pressure"."""
+
+    title = models.CharField(_("title"), max_length=150)
+    message = models.TextField(_("message"))
+    area = models.JSONField(
+        _("area (GeoJSON)"),
+        null=True,
+        blank=True,
+        help_text=_("A GeoJSON Polygon or MultiPolygon (lng, lat). Or give a point and radius."),
+    )
+    center_lat = models.FloatField(_("centre latitude"), null=True, blank=True)
+    center_lng = models.FloatField(_("centre longitude"), null=True, blank=True)
+    radius_m = models.PositiveIntegerField(_("radius (m)"), null=True, blank=True)
+    categories = models.ManyToManyField(
+        "requests_app.ServiceCategory",
+        blank=True,
+        related_name="+",
+        verbose_name=_("categories"),
+        help_text=_("Leave empty to show it for every category."),
+    )
+    starts_at = models.DateTimeField(_("shown from"), default=timezone.now)
+    ends_at = models.DateTimeField(_("shown until"), null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ServiceNoticeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-starts_at"]
+        indexes = [models.Index(fields=["starts_at", "ends_at"], name="notice_window")]
+        verbose_name = _("service notice")
+        verbose_name_plural = _("service notices")
+
+    def __str__(self):
+        return self.title
+
+    def clean(self):
+        point = (self.center_lat, self.center_lng, self.radius_m)
+        if self.area is None and None in point:
+            raise ValidationError(_("Give an area, or a centre point and a radius."))
+        if self.area is not None:
+            from shapely.geometry import shape
+
+            try:
+                geometry = shape(self.area)
+            except Exception as error:
+                raise ValidationError({"area": _("Not a GeoJSON geometry: %s") % error}) from None
+            if geometry.geom_type not in ("Polygon", "MultiPolygon") or not geometry.is_valid:
+                raise ValidationError({"area": _("The area must be a valid (Multi)Polygon.")})
+        if self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": _("The notice must end after it starts.")})

@@ -1,24 +1,38 @@
-"""Composing and sending resident emails through an outbox.
+"""Composing and sending emails through an outbox.
 
 A notification is a row first, written in the transaction of the change that causes it,
 then sent by the worker. The send locks the row and only sends what is still pending, so
 a duplicated or retried task cannot send the same email twice.
+
+Resident emails go to the reporter and to every follower who has not unsubscribed, one
+row per address, each rendered in that person's language with their own signed
+unsubscribe link (and the List-Unsubscribe headers mail clients show as a button).
 """
 
 import logging
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from anymail.exceptions import AnymailRecipientsRefused
+from anymail.exceptions import AnymailInvalidAddress, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
 
 from civicdesk.celery import enqueue_on_commit
 
-from .models import MAX_ATTEMPTS, Notification
+from .links import address_key, unsubscribe_token
+from .models import MAX_ATTEMPTS, DigestRun, Notification, ServiceNotice, SuppressedAddress
 
 logger = logging.getLogger(__name__)
+
+# Addresses left out of resident emails for the duration of a block (see quiet_for).
+_quiet: ContextVar[frozenset] = ContextVar("notifications_quiet", default=frozenset())
 
 
 def absolute_url(path: str) -> str:
@@ -27,7 +41,12 @@ def absolute_url(path: str) -> str:
 
 def render_email(template: str, context: dict, language: str) -> tuple[str, str, str]:
     """(subject, text, html) from templates/notifications/email/<template>*."""
-    context = {"city_name": settings.CITY_NAME, "site_url": settings.SITE_URL, **context}
+    context = {
+        "city_name": settings.CITY_NAME,
+        "site_url": settings.SITE_URL,
+        "language": language,
+        **context,
+    }
     with translation.override(language):
         subject = render_to_string(f"notifications/email/{template}_subject.txt", context)
         text = render_to_string(f"notifications/email/{template}.txt", context)
@@ -35,27 +54,132 @@ def render_email(template: str, context: dict, language: str) -> tuple[str, str,
     return " ".join(subject.split()), text, html
 
 
-def notification_queue(request, kind, template, context) -> Notification | None:
-    """Write the outbox row for the request's reporter; it is sent after commit."""
-    if not request.reporter_email:
-        return None
-    context = {
-        "request": request,
-        "status_url": absolute_url(request.get_absolute_url()),
-        **context,
-    }
-    subject, text, html = render_email(template, context, request.language)
-    notification = Notification.objects.create(
-        request=request,
-        recipient=request.reporter_email,
-        kind=kind,
-        language=request.language,
-        subject=subject,
-        body_text=text,
-        body_html=html,
+# --- Who is told ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    language: str
+    is_reporter: bool = False
+    # Only the reporter is greeted by name: a follower must not learn who reported.
+    name: str = ""
+
+
+def resident_recipients(request) -> list[Recipient]:
+    """The reporter, then followers, one per address, minus the unsubscribed and the
+    undeliverable."""
+    from requests_app.models import Follower
+
+    followers = list(Follower.objects.filter(request=request).order_by("created_at", "pk"))
+    unsubscribed = {f.email.strip().lower() for f in followers if f.unsubscribed_at}
+    candidates = []
+    if request.reporter_email:
+        candidates.append(
+            Recipient(
+                request.reporter_email.strip(),
+                request.language,
+                is_reporter=True,
+                name=request.reporter_name,
+            )
+        )
+    candidates += [
+        Recipient(f.email.strip(), f.language or request.language)
+        for f in followers
+        if not f.unsubscribed_at
+    ]
+    suppressed = set(
+        SuppressedAddress.objects.filter(
+            email__in=[c.email.lower() for c in candidates]
+        ).values_list("email", flat=True)
     )
+    skip = unsubscribed | suppressed | _quiet.get()
+    seen, recipients = set(), []
+    for candidate in candidates:
+        key = candidate.email.lower()
+        if key in seen or key in skip:
+            continue
+        seen.add(key)
+        recipients.append(candidate)
+    return recipients
+
+
+@contextmanager
+def quiet_for(*emails):
+    """Leave these addresses out of the resident emails queued inside the block, e.g. the
+    resident whose own emailed reply becomes a comment."""
+    token = _quiet.set(_quiet.get() | {e.strip().lower() for e in emails if e})
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
+
+
+def link_path(name: str, token: str, fallback: str) -> str:
+    """The path of one of our signed-link views.
+
+    Until civicdesk/urls.py mounts the app (checks.py warns about it), the link still
+    points where it will be mounted rather than failing the change that sends the email.
+    """
+    try:
+        return reverse(name, args=[token])
+    except NoReverseMatch:
+        return fallback
+
+
+def unsubscribe_url(request, email: str) -> str:
+    token = unsubscribe_token(request.pk, email)
+    return absolute_url(
+        link_path("notifications:unsubscribe", token, f"/notifications/unsubscribe/{token}/")
+    )
+
+
+def _resident_headers(unsubscribe: str) -> dict:
+    headers = {
+        "List-Unsubscribe": f"<{unsubscribe}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    reply_to = getattr(settings, "INBOUND_EMAIL_ADDRESS", "")
+    if reply_to:
+        headers["Reply-To"] = reply_to
+    return headers
+
+
+def notification_queue(request, kind, template, context, recipients=None) -> list[Notification]:
+    """Write one outbox row per resident recipient; each is sent after commit."""
+    recipients = resident_recipients(request) if recipients is None else recipients
+    notifications = []
+    for recipient in recipients:
+        unsubscribe = unsubscribe_url(request, recipient.email)
+        personal = {
+            "request": request,
+            "status_url": absolute_url(request.get_absolute_url()),
+            "recipient": recipient,
+            "greeting_name": recipient.name if recipient.is_reporter else "",
+            "unsubscribe_url": unsubscribe,
+            **context,
+        }
+        subject, text, html = render_email(template, personal, recipient.language)
+        notifications.append(
+            _create(
+                request=request,
+                recipient=recipient.email,
+                kind=kind,
+                template=template,
+                language=recipient.language,
+                subject=subject,
+                body_text=text,
+                body_html=html,
+                headers=_resident_headers(unsubscribe),
+            )
+        )
+    return notifications
+
+
+def _create(**fields) -> Notification:
     from .tasks import send_notification
 
+    notification = Notification.objects.create(**fields)
     enqueue_on_commit(send_notification, notification.pk)
     return notification
 
@@ -64,20 +188,169 @@ def notify_request_received(request):
     return notification_queue(request, Notification.Kind.RECEIVED, "request_received", {})
 
 
-def notify_status_changed(request):
-    after_photo = request.public_photos().filter(kind="after").order_by("-uploaded_at").first()
-    return notification_queue(
-        request,
-        Notification.Kind.STATUS,
-        "status_changed",
-        {"after_photo_url": absolute_url(after_photo.get_absolute_url()) if after_photo else ""},
+STATUS_TEMPLATES = {
+    "assigned": "status_assigned",
+    "scheduled": "status_assigned",
+    "in_progress": "status_in_progress",
+    "completed": "status_completed",
+    "closed": "status_closed",
+}
+
+
+def _public_status_note(request) -> str:
+    """The note of the latest status change: shown on the public timeline already."""
+    from requests_app.models import HistoryEntry
+
+    entry = (
+        request.history.filter(action=HistoryEntry.Action.STATUS, is_public=True)
+        .order_by("-at", "-pk")
+        .first()
     )
+    return entry.note if entry else ""
+
+
+def notify_status_changed(request):
+    template = STATUS_TEMPLATES.get(request.status, "status_changed")
+    context = {"status_note": _public_status_note(request)}
+    if request.status == "completed":
+        order = request.work_order
+        context["resolution_note"] = (
+            order.resolution_note if order and order.resolution_note else context["status_note"]
+        )
+        after = request.public_photos().filter(kind="after").order_by("-uploaded_at").first()
+        context["after_photo_url"] = absolute_url(after.get_absolute_url()) if after else ""
+    if request.status == "scheduled" and request.work_order_id:
+        context["scheduled_for"] = request.work_order.scheduled_for
+    return notification_queue(request, Notification.Kind.STATUS, template, context)
 
 
 def notify_public_comment(request, comment):
+    # A resident's own comment (an emailed reply) is not mailed to the other residents:
+    # it was written to the city, and may carry its author's name or signature.
+    if comment.author_id is None and comment.author_label == "Resident":
+        return []
     return notification_queue(
         request, Notification.Kind.COMMENT, "public_comment", {"comment": comment}
     )
+
+
+# --- Staff ----------------------------------------------------------------------------
+
+
+def _staff_url(request) -> str:
+    if request.work_order_id:
+        return absolute_url(reverse("crew:work_order", args=[request.work_order_id]))
+    return absolute_url(reverse("admin:requests_app_servicerequest_change", args=[request.pk]))
+
+
+def notify_crew_assigned(request, crew) -> list[Notification]:
+    """Tell the members of `crew` that `request` is theirs; call inside the assignment's
+    transaction."""
+    emails = []
+    for email in (
+        crew.members.filter(is_active=True).exclude(email="").values_list("email", flat=True)
+    ):
+        if email.lower() not in {e.lower() for e in emails}:
+            emails.append(email)
+    language = settings.LANGUAGE_CODE
+    subject, text, html = render_email(
+        "crew_assigned",
+        {"request": request, "crew": crew, "staff_url": _staff_url(request)},
+        language,
+    )
+    return [
+        _create(
+            request=request,
+            recipient=email,
+            kind=Notification.Kind.CREW,
+            template="crew_assigned",
+            language=language,
+            subject=subject,
+            body_text=text,
+            body_html=html,
+        )
+        for email in emails
+        if not SuppressedAddress.is_suppressed(email)
+    ]
+
+
+DIGEST_LIMIT = 50
+
+
+def _digest_recipients(department) -> list[str]:
+    emails = [department.email] if department.email else []
+    supervisor = department.supervisor
+    if supervisor and supervisor.is_active and supervisor.email:
+        emails.append(supervisor.email)
+    seen, unique = set(), []
+    for email in emails:
+        if email.lower() not in seen and not SuppressedAddress.is_suppressed(email):
+            seen.add(email.lower())
+            unique.append(email)
+    return unique
+
+
+def department_digest_send(department, now: datetime | None = None) -> DigestRun | None:
+    """Queue today's digest for one department, at most once per department and day.
+
+    The DigestRun row is the claim: a second beat (or a rerun) hits the unique constraint
+    and queues nothing.
+    """
+    from requests_app.models import ServiceRequest
+
+    now = now or timezone.now()
+    day = timezone.localdate(now)
+    requests = ServiceRequest.objects.filter(department=department).select_related("category")
+    new = list(requests.filter(created_at__gt=now - timedelta(days=1)).order_by("created_at"))
+    overdue = list(requests.open().filter(due_at__lt=now).order_by("due_at"))
+    try:
+        with transaction.atomic():
+            run = DigestRun.objects.create(
+                department=department,
+                date=day,
+                new_count=len(new),
+                overdue_count=len(overdue),
+            )
+            if new or overdue:
+                context = {
+                    "department": department,
+                    "day": day,
+                    "new": [(r, _staff_url(r)) for r in new[:DIGEST_LIMIT]],
+                    "overdue": [(r, _staff_url(r)) for r in overdue[:DIGEST_LIMIT]],
+                    "new_count": len(new),
+                    "overdue_count": len(overdue),
+                    "queue_url": absolute_url(
+                        reverse("admin:requests_app_servicerequest_changelist")
+                    ),
+                }
+                subject, text, html = render_email(
+                    "department_digest", context, settings.LANGUAGE_CODE
+                )
+                for email in _digest_recipients(department):
+                    _create(
+                        recipient=email,
+                        kind=Notification.Kind.DIGEST,
+                        template="department_digest",
+                        language=settings.LANGUAGE_CODE,
+                        subject=subject,
+                        body_text=text,
+                        body_html=html,
+                    )
+    except IntegrityError:
+        return None
+    return run
+
+
+def digests_send(now=None) -> int:
+    from requests_app.models import Department
+
+    return sum(
+        department_digest_send(department, now) is not None
+        for department in Department.objects.filter(is_active=True)
+    )
+
+
+# --- Sending --------------------------------------------------------------------------
 
 
 class SendOutcome:
@@ -85,6 +358,36 @@ class SendOutcome:
     SKIPPED = "skipped"
     RETRY = "retry"
     FAILED = "failed"
+
+
+def _retry_after(error) -> timedelta | None:
+    """The provider's own "try again in N seconds" (HTTP 429/503 Retry-After), if any."""
+    seconds = getattr(error, "retry_after", None)
+    if seconds is None:
+        headers = getattr(getattr(error, "response", None), "headers", None) or {}
+        seconds = headers.get("Retry-After")
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(seconds):
+        return None
+    return timedelta(seconds=min(max(seconds, 1), 3600))
+
+
+def _earlier_pending(notification) -> Notification | None:
+    if notification.request_id is None:
+        return None
+    return (
+        Notification.objects.filter(
+            request_id=notification.request_id,
+            recipient=notification.recipient,
+            status=Notification.Status.PENDING,
+            pk__lt=notification.pk,
+        )
+        .order_by("next_attempt_at")
+        .first()
+    )
 
 
 def notification_send(notification_id: int) -> str:
@@ -101,20 +404,43 @@ def notification_send(notification_id: int) -> str:
         )
         if notification is None:
             return SendOutcome.SKIPPED
+        earlier = _earlier_pending(notification)
+        if earlier is not None:
+            # Keep a resident's emails about a request in the order of events: "fixed"
+            # must not overtake "received" while the provider is failing.
+            notification.next_attempt_at = max(earlier.next_attempt_at, timezone.now()) + timedelta(
+                seconds=1
+            )
+            notification.save(update_fields=["next_attempt_at"])
+            return SendOutcome.RETRY
+        suppressed = SuppressedAddress.objects.filter(
+            email=notification.recipient.strip().lower()
+        ).first()
+        if suppressed is not None:
+            notification.status = Notification.Status.FAILED
+            notification.last_error = f"Not sent: the address is undeliverable ({suppressed})"
+            notification.save(update_fields=["status", "last_error"])
+            return SendOutcome.FAILED
         message = EmailMultiAlternatives(
             subject=notification.subject,
             body=notification.body_text,
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[notification.recipient],
+            headers=notification.headers or None,
         )
         if notification.body_html:
             message.attach_alternative(notification.body_html, "text/html")
         notification.attempts += 1
         try:
             message.send()
-        except AnymailRecipientsRefused as error:
+        except (AnymailRecipientsRefused, AnymailInvalidAddress) as error:
+            # Permanent: sending again cannot help, and the provider would count it
+            # against our reputation.
             notification.status = Notification.Status.FAILED
             notification.last_error = f"Recipient refused: {error}"
+            SuppressedAddress.suppress(
+                notification.recipient, SuppressedAddress.Reason.REFUSED, str(error)
+            )
             outcome = SendOutcome.FAILED
         except Exception as error:  # the provider or the network; try again later
             notification.last_error = f"{type(error).__name__}: {error}"
@@ -122,7 +448,8 @@ def notification_send(notification_id: int) -> str:
                 notification.status = Notification.Status.FAILED
                 outcome = SendOutcome.FAILED
             else:
-                notification.next_attempt_at = timezone.now() + notification.backoff()
+                wait = _retry_after(error) or notification.backoff()
+                notification.next_attempt_at = timezone.now() + wait
                 outcome = SendOutcome.RETRY
             logger.warning("Sending notification %s failed: %s", notification.pk, error)
         else:
@@ -157,3 +484,123 @@ def notification_resend(notification: Notification):
         from .tasks import send_notification
 
         enqueue_on_commit(send_notification, notification.pk)
+
+
+# --- Unsubscribe and delivery events ---------------------------------------------------
+
+
+def unsubscribe_target(request_id: int, key: str):
+    """(request, address) a token names, or (None, "") when it names nobody we email."""
+    from requests_app.models import Follower, ServiceRequest
+
+    request = ServiceRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        return None, ""
+    candidates = [request.reporter_email] + list(
+        Follower.objects.filter(request=request).values_list("email", flat=True)
+    )
+    for email in candidates:
+        if email and address_key(email) == key:
+            return request, email
+    return None, ""
+
+
+def follower_unsubscribe(request, email: str) -> bool:
+    """Stop emails about `request` to `email`; True if this changed anything."""
+    from requests_app.models import Follower, HistoryEntry
+
+    is_reporter = email.strip().lower() == request.reporter_email.strip().lower()
+    with transaction.atomic():
+        follower = (
+            Follower.objects.select_for_update()
+            .filter(request=request, email__iexact=email.strip())
+            .first()
+        )
+        if follower is None:
+            follower = Follower.objects.create(
+                request=request,
+                email=email.strip(),
+                language=request.language,
+                source=Follower.Source.REPORTER if is_reporter else Follower.Source.FOLLOW,
+                unsubscribed_at=timezone.now(),
+            )
+        elif follower.unsubscribed_at is None:
+            Follower.objects.filter(pk=follower.pk).update(unsubscribed_at=timezone.now())
+        else:
+            return False
+        request.record(
+            HistoryEntry.Action.FOLLOW,
+            actor="Resident",
+            field="unsubscribed",
+            note="The reporter unsubscribed from emails"
+            if is_reporter
+            else "A follower unsubscribed from emails",
+        )
+    return True
+
+
+BOUNCE_EVENTS = {"bounced": SuppressedAddress.Reason.BOUNCED}
+COMPLAINT_EVENTS = {"complained": SuppressedAddress.Reason.COMPLAINED}
+PERMANENT_REJECTS = {"bounced", "invalid", "spam"}
+
+
+def delivery_event_record(event) -> SuppressedAddress | None:
+    """Handle one provider tracking event (anymail's normalized AnymailTrackingEvent)."""
+    reason = {**BOUNCE_EVENTS, **COMPLAINT_EVENTS}.get(event.event_type)
+    if event.event_type == "rejected" and event.reject_reason in PERMANENT_REJECTS:
+        reason = SuppressedAddress.Reason.BOUNCED
+    if reason is None or not event.recipient:
+        return None
+    detail = " ".join(p for p in (event.description, event.mta_response) if p)[:2000]
+    suppressed = SuppressedAddress.suppress(event.recipient, reason, detail)
+    if event.message_id:
+        Notification.objects.filter(provider_message_id=event.message_id).update(
+            last_error=f"{reason.label} after sending: {detail}"[:2000]
+        )
+    logger.info("Suppressed %s: %s", event.recipient, reason)
+    return suppressed
+
+
+# --- Service notices --------------------------------------------------------------------
+
+EARTH_RADIUS_M = 6_371_000
+
+
+def _distance_m(lat1, lng1, lat2, lng2) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
+
+
+def _notice_covers(notice, lat, lng) -> bool:
+    if notice.area:
+        from shapely.geometry import Point, shape
+
+        try:
+            return shape(notice.area).covers(Point(lng, lat))
+        except Exception:  # a malformed area saved around the admin's validation
+            logger.warning("Service notice %s has an unreadable area", notice.pk)
+            return False
+    if None in (notice.center_lat, notice.center_lng, notice.radius_m):
+        return False
+    return _distance_m(lat, lng, notice.center_lat, notice.center_lng) <= notice.radius_m
+
+
+def notices_for(lat=None, lng=None, category=None, now=None) -> list[ServiceNotice]:
+    """Current notices that cover the point (and apply to the category, if given).
+
+    Without a point there is nothing to show: a page that does not know a place yet gets
+    no notices rather than every notice in the city.
+    """
+    if lat is None or lng is None:
+        return []
+    notices = ServiceNotice.objects.current(now).prefetch_related("categories")
+    found = []
+    for notice in notices:
+        categories = list(notice.categories.all())
+        if category is not None and categories and category not in categories:
+            continue
+        if _notice_covers(notice, lat, lng):
+            found.append(notice)
+    return found

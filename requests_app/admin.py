@@ -19,6 +19,12 @@ from .access import (
     visible_requests,
     visible_work_orders,
 )
+from .admin_grouping import (
+    GROUPING_ACTIONS,
+    DuplicateGroupFilter,
+    DuplicatesInline,
+    duplicate_group,
+)
 from .admin_open311 import ServiceAttributeInline
 from .models import (
     TRANSITIONS,
@@ -335,11 +341,13 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         "district",
         "channel",
         AssignmentFilter,
+        DuplicateGroupFilter,
         "crew",
     ]
     search_fields = ["tracking_number", "address", "description"]
     list_select_related = ["category", "department", "crew"]
-    actions = ["assign_to_crew", "create_work_order"]
+    actions = ["assign_to_crew", "create_work_order", *GROUPING_ACTIONS]
+    duplicate_group = staticmethod(duplicate_group)
     change_list_template = "admin/requests_app/servicerequest_changelist.html"
     date_hierarchy = "created_at"
     readonly_fields = [
@@ -363,6 +371,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         "resolved_at",
         "due_at",
         "close_reason",
+        "duplicate_group",
         "records",
     ]
 
@@ -428,7 +437,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         return [] if obj is None else self.readonly_fields
 
     def get_inlines(self, request, obj):
-        return [HistoryInline, CommentInline, PhotoInline] if obj else []
+        return [HistoryInline, CommentInline, PhotoInline, DuplicatesInline] if obj else []
 
     @admin.display(description=_("Location"))
     def location(self, obj):

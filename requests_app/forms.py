@@ -5,7 +5,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from . import service_area
-from .models import ServiceCategory
+from .models import ServiceCategory, ServiceRequest
 from .photos import PhotoRejected, process_photo
 from .tracking import normalize_tracking_number
 
@@ -42,8 +42,11 @@ class LocationFormMixin:
         if lat is not None and not service_area.contains(lat, lng):
             self.add_error(
                 "address",
-                _("That place is outside the area %(city)s serves. Please choose a location "
-                  "inside the city.") % {"city": settings.CITY_NAME},
+                _(
+                    "That place is outside the area %(city)s serves. Please choose a location "
+                    "inside the city."
+                )
+                % {"city": settings.CITY_NAME},
             )
 
 
@@ -64,9 +67,7 @@ class ReportForm(LocationFormMixin, forms.Form):
         help_text=_("Type an address, or pick the spot on the map."),
     )
     lat = forms.FloatField(required=False, widget=forms.HiddenInput, min_value=-90, max_value=90)
-    lng = forms.FloatField(
-        required=False, widget=forms.HiddenInput, min_value=-180, max_value=180
-    )
+    lng = forms.FloatField(required=False, widget=forms.HiddenInput, min_value=-180, max_value=180)
     photos = MultiplePhotoField(
         label=_("Photos"),
         required=False,
@@ -126,6 +127,45 @@ class ReportForm(LocationFormMixin, forms.Form):
             self.add_error(
                 "address", _("Please tell us where: type an address or pick the spot on the map.")
             )
+        return cleaned
+
+
+class FollowForm(forms.Form):
+    """ "This is my problem — follow it": which open request, and where to send updates."""
+
+    follow = forms.CharField(max_length=30)
+    email = forms.EmailField(
+        error_messages={
+            "required": _("To follow a request we need your email: that is where updates go.")
+        }
+    )
+
+    def clean_follow(self):
+        number = normalize_tracking_number(self.cleaned_data["follow"])
+        found = (
+            ServiceRequest.objects.open().public().filter(tracking_number=number).first()
+            if number
+            else None
+        )
+        if found is None:
+            raise forms.ValidationError(
+                _("That request is no longer open. Please send your report instead.")
+            )
+        return found
+
+
+class NearbyQueryForm(forms.Form):
+    """The report form's live question: what is already reported around this pin?"""
+
+    category = forms.ModelChoiceField(queryset=ServiceCategory.objects.active())
+    lat = forms.FloatField(min_value=-90, max_value=90)
+    lng = forms.FloatField(min_value=-180, max_value=180)
+
+    def clean(self):
+        cleaned = super().clean()
+        lat, lng = cleaned.get("lat"), cleaned.get("lng")
+        if lat is not None and lng is not None and not service_area.contains(lat, lng):
+            raise forms.ValidationError(_("That place is outside the area we serve."))
         return cleaned
 
 

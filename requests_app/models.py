@@ -654,14 +654,17 @@ class ServiceRequest(models.Model):
             if crew is not None:
                 if self.department_id != crew.department_id:
                     self.assign_department(crew.department, by=by, actor=actor, why=why)
-                self._set(
+                if self._set(
                     "crew",
                     crew,
                     by=by,
                     actor=actor,
                     note=why,
                     action=HistoryEntry.Action.ASSIGNMENT,
-                )
+                ):
+                    from notifications.services import notify_crew_assigned
+
+                    notify_crew_assigned(self, crew)
             if assignee is not None:
                 self._set(
                     "assignee",
@@ -1206,6 +1209,10 @@ class WorkOrder(models.Model):
                 request.change_status(target, by=by)
             elif request.status == Status.RECEIVED:
                 request.change_status(Status.ASSIGNED, by=by)
+            # Duplicates grouped under the request come along to the same work order.
+            from .grouping import group_attach_members
+
+            group_attach_members(self, request, by=by)
 
     def _move(self, new_status, *, by=None, note="", **changes):
         """Conditional on the status we read: two people pressing at once cannot both win."""

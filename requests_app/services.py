@@ -10,7 +10,8 @@ from django.utils import timezone
 from civicdesk.celery import enqueue_on_commit
 
 from . import sla
-from .models import Channel, HistoryEntry, Photo, ServiceCategory, ServiceRequest
+from .grouping import follower_add, request_group_duplicates
+from .models import Channel, Follower, HistoryEntry, Photo, ServiceCategory, ServiceRequest
 from .photos import ProcessedPhoto
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ def request_submit(intake: Intake) -> ServiceRequest:
         )
         for processed in intake.photos:
             photo_attach(request, processed, by=intake.entered_by)
+        if request.reporter_email:
+            follower_add(
+                request, request.reporter_email, request.language, Follower.Source.REPORTER
+            )
 
         from notifications.services import notify_request_received
 
@@ -131,6 +136,7 @@ def request_process_intake(request_id: int) -> bool:
         if request is None:
             return False
         request_route(request)
+        request_group_duplicates(request)
         request.intake_processed_at = timezone.now()
         ServiceRequest.objects.filter(pk=request.pk).update(
             intake_processed_at=request.intake_processed_at

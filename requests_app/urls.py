@@ -19,6 +19,7 @@ app_name = "requests_app"
 urlpatterns = [
     path("", views.home, name="home"),
     path("report/", views.report, name="report"),
+    path("report/nearby/", views.nearby, name="nearby"),
     path("report/done/<tracking:tracking_number>/", views.confirmation, name="confirmation"),
     path("track/", views.lookup, name="lookup"),
     path("requests/<tracking:tracking_number>/", views.status, name="status"),

@@ -3,18 +3,24 @@ from datetime import timedelta
 from itertools import groupby
 
 from django.conf import settings
-from django.db.models import Count, F
+from django.contrib import messages
+from django.db.models import Count, F, Q
 from django.db.models.functions import Round
-from django.http import FileResponse
+from django.http import FileResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import truncatechars
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import service_area
+from notifications.services import notices_for
+
+from . import grouping, service_area
 from .access import photo_for_viewer_or_404, public_request_or_404
-from .forms import ReportForm, TrackingLookupForm
-from .models import Channel, IntakeThrottle, ServiceCategory, ServiceRequest
+from .forms import FollowForm, NearbyQueryForm, ReportForm, TrackingLookupForm
+from .models import Channel, IntakeThrottle, Photo, ServiceCategory, ServiceRequest
 from .services import Intake, request_submit
 
 # About 550 m north-south: coarse enough that the home map never draws thousands of markers.
@@ -74,9 +80,9 @@ def lookup(request):
         number = form.cleaned_data["number"]
         if ServiceRequest.objects.public().filter(tracking_number=number).exists():
             return redirect("requests_app:status", number)
-        form.add_error("number", _("We found no request with the number %(number)s.") % {
-            "number": number
-        })
+        form.add_error(
+            "number", _("We found no request with the number %(number)s.") % {"number": number}
+        )
     return render(request, "requests_app/lookup.html", {"lookup_form": form}, status=404)
 
 
@@ -106,12 +112,26 @@ def report(request):
             form.is_valid()  # keep the typed answers and show any other errors as well
             form.add_error(
                 None,
-                _("Too many reports have come from your connection in the last hour. Please "
-                  "try again later, or call 311 if it is urgent."),
+                _(
+                    "Too many reports have come from your connection in the last hour. Please "
+                    "try again later, or call 311 if it is urgent."
+                ),
             )
             return render(request, "requests_app/report.html", _report_context(form), status=429)
+        if "follow" in request.POST:
+            return _follow(request)
         if form.is_valid():
             data = form.cleaned_data
+            seen_nearby = "1" in request.POST.getlist("file_anyway")
+            if not seen_nearby and data.get("lat") is not None:
+                # The second step without JavaScript: the same problem may be reported.
+                nearby = grouping.nearby_for_portal(data["category"], data["lat"], data["lng"])
+                if nearby:
+                    return render(
+                        request,
+                        "requests_app/report.html",
+                        _report_context(form, nearby=nearby, photos_dropped=bool(data["photos"])),
+                    )
             service_request = request_submit(
                 Intake(
                     category=data["category"],
@@ -138,8 +158,100 @@ def report(request):
     return render(request, "requests_app/report.html", _report_context(ReportForm(initial=initial)))
 
 
-def _report_context(form):
-    return {"form": form, "map_settings": _map_settings()}
+def _follow(request):
+    """ "This is my problem — follow it": subscribe the resident, file nothing."""
+    follow = FollowForm(request.POST)
+    if follow.is_valid():
+        followed, _follower = grouping.request_follow(
+            follow.cleaned_data["follow"], follow.cleaned_data["email"], get_language()
+        )
+        messages.success(
+            request,
+            _(
+                "You are now following %(number)s. We will email you when it changes; "
+                "no new report was filed."
+            )
+            % {"number": followed.tracking_number},
+        )
+        return redirect("requests_app:status", followed.tracking_number)
+    # Show the step again with the reason. Only following was asked for, so the report's
+    # own fields are not judged yet: an unbound form keeps what was typed, without errors.
+    form = ReportForm(initial={k: v for k, v in request.POST.items() if k != "website"})
+    where = NearbyQueryForm(request.POST)
+    nearby = []
+    if where.is_valid():
+        data = where.cleaned_data
+        nearby = grouping.nearby_for_portal(data["category"], data["lat"], data["lng"])
+    context = _report_context(
+        form,
+        nearby=nearby,
+        photos_dropped=bool(request.FILES),
+        follow_errors=[e for errors in follow.errors.values() for e in errors],
+    )
+    return render(request, "requests_app/report.html", context, status=400)
+
+
+def _nearby_rows(nearby):
+    """What a resident may see of each nearby request: public facts and photos only."""
+    requests = [n.request for n in nearby]
+    photos = Photo.objects.filter(is_public=True).filter(
+        Q(request__in=requests)
+        | Q(work_order__in=[r.work_order_id for r in requests if r.work_order_id])
+    )
+    thumbnails = {}
+    for photo in photos.order_by("uploaded_at"):
+        for r in requests:
+            if photo.request_id == r.pk or (
+                photo.work_order_id and photo.work_order_id == r.work_order_id
+            ):
+                thumbnails.setdefault(r.pk, []).append(photo.get_thumbnail_url())
+    return [
+        {
+            "tracking_number": n.request.tracking_number,
+            "url": n.request.get_absolute_url(),
+            "category": n.request.category.name,
+            "status": n.request.status,
+            "status_label": str(n.request.get_status_display()),
+            "distance_m": round(n.distance_m),
+            "reported": n.request.created_at.isoformat(),
+            "reported_label": date_format(
+                timezone.localtime(n.request.created_at), "SHORT_DATETIME_FORMAT"
+            ),
+            "address": n.request.address,
+            "description": truncatechars(n.request.description, 140),
+            "thumbnails": thumbnails.get(n.request.pk, [])[:3],
+        }
+        for n in nearby
+    ]
+
+
+@require_GET
+def nearby(request):
+    """Open requests near the pin, for the report form's script (JSON, public facts)."""
+    query = NearbyQueryForm(request.GET)
+    if not query.is_valid():
+        return JsonResponse({"results": [], "errors": query.errors.get_json_data()}, status=400)
+    category, lat, lng = (query.cleaned_data[k] for k in ("category", "lat", "lng"))
+    rows = _nearby_rows(grouping.nearby_for_portal(category, lat, lng))
+    return JsonResponse({"radius_m": category.duplicate_radius_m, "results": rows})
+
+
+def _report_context(form, *, nearby=(), photos_dropped=False, follow_errors=()):
+    return {
+        "form": form,
+        "map_settings": _map_settings(),
+        "nearby": _nearby_rows(nearby) if nearby else [],
+        "step_two": bool(nearby or follow_errors),
+        "follow_errors": list(follow_errors),
+        "photos_dropped": photos_dropped,
+        # For static/portal/nearby.js, which builds the live list in the resident's language.
+        "nearby_text": {
+            "follow": _("This is my problem — follow it"),
+            "away": _("%(distance)s m away · reported %(reported)s"),
+            "photo": _("Photo of this request"),
+            "needs_email": _("To follow a request we need your email: that is where updates go."),
+        },
+    }
 
 
 @require_GET
@@ -173,6 +285,9 @@ def status(request, tracking_number):
             "photos": photos,
             "marker": marker,
             "map_settings": _map_settings(),
+            "service_notices": notices_for(
+                service_request.lat, service_request.lng, service_request.category
+            ),
         },
     )
 
@@ -185,4 +300,3 @@ def photo(request, photo_id, size):
     response["Cache-Control"] = "public, max-age=3600" if found.is_public else "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     return response
-

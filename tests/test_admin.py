@@ -148,7 +148,7 @@ def test_resident_cannot_reach_the_admin_list(client, db):
 
 def _empty_inlines():
     data = {}
-    for prefix in ("history", "comments", "photos"):
+    for prefix in ("history", "comments", "photos", "duplicates"):
         data.update(
             {
                 f"{prefix}-TOTAL_FORMS": "0",

@@ -77,7 +77,7 @@ def test_role_matrix(client, world, role):
     before = request.updated_at.isoformat()
     client.post(reverse("admin:requests_app_servicerequest_change", args=[request.pk]), {
         "priority": request.priority, "is_public": "on", "new_status": Status.IN_PROGRESS,
-        "loaded_at": before, **{f"{p}-{k}": v for p in ("history", "comments", "photos")
+        "loaded_at": before, **{f"{p}-{k}": v for p in ("history", "comments", "photos", "duplicates")
                                 for k, v in (("TOTAL_FORMS", 0), ("INITIAL_FORMS", 0))},
     })
     request.refresh_from_db()

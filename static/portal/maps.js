@@ -8,9 +8,28 @@
     return element ? JSON.parse(element.textContent) : null;
   }
 
+  // Words shown by the maps. A page may pass them translated in a "map-strings" json_script;
+  // until it does, these English ones are used.
+  var TEXT = {
+    openRequest: "open request",
+    openRequests: "open requests",
+    pinPlaced: "Pin placed at",
+    finding: "Finding your location…",
+    unavailable: "Your location is not available. Tap the map or type an address."
+  };
+  var translated = readJSON("map-strings");
+  if (translated) Object.keys(TEXT).forEach(function (key) {
+    if (translated[key]) TEXT[key] = translated[key];
+  });
+
+  // The first view is set without animation: django-leaflet has just drawn the map at its
+  // default zoom, and an animated jump from there leaves the scale bar showing the old zoom
+  // (and fetches a screenful of tiles nobody sees).
+  var NOW = { animate: false };
+
   function fitServiceArea(map) {
     var settings = readJSON("map-settings");
-    if (settings && settings.bounds) map.fitBounds(settings.bounds);
+    if (settings && settings.bounds) map.fitBounds(settings.bounds, NOW);
   }
 
   window.civicdeskHomeMap = function (map) {
@@ -22,7 +41,7 @@
         radius: radius, color: "#1d4ed8", weight: 1, fillOpacity: 0.45
       }).addTo(map);
       var label = document.createElement("span");
-      label.textContent = cell.count + (cell.count === 1 ? " open request" : " open requests");
+      label.textContent = cell.count + " " + (cell.count === 1 ? TEXT.openRequest : TEXT.openRequests);
       marker.bindTooltip(label);
     });
   };
@@ -30,7 +49,7 @@
   window.civicdeskStatusMap = function (map) {
     var marker = readJSON("map-marker");
     if (!marker) return;
-    map.setView([marker.lat, marker.lng], 16);
+    map.setView([marker.lat, marker.lng], 16, NOW);
     L.marker([marker.lat, marker.lng], { keyboard: false }).addTo(map);
   };
 
@@ -41,7 +60,7 @@
     var locateButton = document.getElementById("use-my-location");
     var pin = null;
 
-    function place(lat, lng, zoom) {
+    function place(lat, lng, zoom, options) {
       latInput.value = lat.toFixed(6);
       lngInput.value = lng.toFixed(6);
       if (pin) pin.setLatLng([lat, lng]);
@@ -52,13 +71,13 @@
           place(position.lat, position.lng);
         });
       }
-      if (zoom) map.setView([lat, lng], zoom);
-      statusText.textContent = "Pin placed at " + lat.toFixed(5) + ", " + lng.toFixed(5);
+      if (zoom) map.setView([lat, lng], zoom, options);
+      statusText.textContent = TEXT.pinPlaced + " " + lat.toFixed(5) + ", " + lng.toFixed(5);
       document.dispatchEvent(new CustomEvent("civicdesk:location", { detail: { lat: lat, lng: lng } }));
     }
 
     if (latInput.value && lngInput.value) {
-      place(parseFloat(latInput.value), parseFloat(lngInput.value), 17);
+      place(parseFloat(latInput.value), parseFloat(lngInput.value), 17, NOW);
     } else {
       fitServiceArea(map);
     }
@@ -67,10 +86,10 @@
     if (navigator.geolocation && locateButton) {
       locateButton.hidden = false;
       locateButton.addEventListener("click", function () {
-        statusText.textContent = "Finding your location…";
+        statusText.textContent = TEXT.finding;
         navigator.geolocation.getCurrentPosition(
           function (position) { place(position.coords.latitude, position.coords.longitude, 17); },
-          function () { statusText.textContent = "Your location is not available. Tap the map or type an address."; },
+          function () { statusText.textContent = TEXT.unavailable; },
           { enableHighAccuracy: true, timeout: 10000 }
         );
       });
