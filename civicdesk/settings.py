@@ -6,6 +6,7 @@ variable (DATABASE_URL, REDIS_URL, EMAIL_BACKEND/ANYMAIL_*). With DEBUG off, sec
 that have no safe default must be given or start-up fails.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -91,7 +92,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The worker and web server are separate processes: tests that start a worker need a
     # file, not the in-memory default, and WAL lets readers and one writer coexist.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # One file per test run, so that two runs in one checkout do not share a database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
@@ -218,8 +220,17 @@ LEAFLET_CONFIG = {
     "DEFAULT_ZOOM": 13,
     "MIN_ZOOM": 3,
     "MAX_ZOOM": 19,
-    "TILES": env.str("MAP_TILES_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png"),
-    "ATTRIBUTION_PREFIX": "",
+    "TILES": [
+        (
+            "Map",
+            env.str("MAP_TILES_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png"),
+            {
+                "attribution": env.str("MAP_ATTRIBUTION", default="© OpenStreetMap contributors"),
+                "maxZoom": 19,
+            },
+        )
+    ],
+    "ATTRIBUTION_PREFIX": "Leaflet",
     "RESET_VIEW": False,
 }
 

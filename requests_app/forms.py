@@ -121,6 +121,10 @@ class ReportForm(LocationFormMixin, forms.Form):
                 if photo.gps and service_area.contains(*photo.gps):
                     cleaned["lat"], cleaned["lng"] = photo.gps
                     self.located_by_photo = True
+                    # Keep the position if the form is shown again (e.g. the nearby step),
+                    # where the photo itself is not resent.
+                    self.data = self.data.copy()
+                    self.data["lat"], self.data["lng"] = (f"{v:.6f}" for v in photo.gps)
                     break
         self.clean_location(cleaned)
         if cleaned.get("lat") is None and not cleaned.get("address", "").strip():

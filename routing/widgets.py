@@ -16,7 +16,7 @@ ADMIN_MAP_MEDIA = forms.Media(
 def map_attributes():
     min_lng, min_lat, max_lng, max_lat = service_area.bounds()
     return {
-        "data-tiles": settings.LEAFLET_CONFIG["TILES"],
+        "data-tiles": settings.LEAFLET_CONFIG["TILES"][0][1],
         "data-bounds": json.dumps([[min_lat, min_lng], [max_lat, max_lng]]),
     }
 

@@ -45,14 +45,14 @@ def visible(response, text):
 
 EXPECTED = {
     #               list  view  add   change  crew-page  crew-act  simulator
-    "anonymous":  (False, False, False, False, False, False, False),
-    "resident":   (False, False, False, False, False, False, False),
+    "anonymous": (False, False, False, False, False, False, False),
+    "resident": (False, False, False, False, False, False, False),
     "dispatcher": (True, True, True, True, True, True, True),
-    "streets":    (True, True, True, True, True, True, True),
-    "parks":      (False, False, True, False, False, False, True),
-    "crew":       (False, False, False, False, True, True, True),
-    "director":   (True, True, False, False, True, False, True),
-    "admin":      (True, True, True, True, True, True, True),
+    "streets": (True, True, True, True, True, True, True),
+    "parks": (False, False, True, False, False, False, True),
+    "crew": (False, False, False, False, True, True, True),
+    "director": (True, True, False, False, True, False, True),
+    "admin": (True, True, True, True, True, True, True),
 }
 
 
@@ -75,11 +75,20 @@ def test_role_matrix(client, world, role):
 
     # Changing the status through the admin form.
     before = request.updated_at.isoformat()
-    client.post(reverse("admin:requests_app_servicerequest_change", args=[request.pk]), {
-        "priority": request.priority, "is_public": "on", "new_status": Status.IN_PROGRESS,
-        "loaded_at": before, **{f"{p}-{k}": v for p in ("history", "comments", "photos", "duplicates")
-                                for k, v in (("TOTAL_FORMS", 0), ("INITIAL_FORMS", 0))},
-    })
+    client.post(
+        reverse("admin:requests_app_servicerequest_change", args=[request.pk]),
+        {
+            "priority": request.priority,
+            "is_public": "on",
+            "new_status": Status.IN_PROGRESS,
+            "loaded_at": before,
+            **{
+                f"{p}-{k}": v
+                for p in ("history", "comments", "photos", "duplicates")
+                for k, v in (("TOTAL_FORMS", 0), ("INITIAL_FORMS", 0))
+            },
+        },
+    )
     request.refresh_from_db()
     assert (request.status == Status.IN_PROGRESS) == can_change
 
