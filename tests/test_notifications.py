@@ -408,5 +408,6 @@ def test_resident_emails_render_and_carry_nothing_private(
         "status_closed",
         "public_comment",
         "survey",
+        "crew_assigned",  # to the crew, when the work order assigns it: no resident data
     }
     assert {s.split("_en_")[0].split("_es_")[0].removeprefix("email_") for s in shots} == expected
