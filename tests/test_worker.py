@@ -128,9 +128,9 @@ def test_a_request_from_every_channel_is_routed_within_seconds(pothole, celery_w
 
     _with_rule(pothole)
     requests = [submit(pothole, channel=channel) for channel in Channel.values]
-    assert wait_for(
-        lambda: all(processed(r.pk) for r in requests), timeout=60
-    ), celery_worker.output()
+    assert wait_for(lambda: all(processed(r.pk) for r in requests), timeout=60), (
+        celery_worker.output()
+    )
     for request in requests:
         request.refresh_from_db()
         took = (request.intake_processed_at - request.created_at).total_seconds()
@@ -171,3 +171,60 @@ def test_worker_killed_mid_routing_routes_the_request_exactly_once(
         assert request.history.filter(action="status", new_value="assigned").count() == 1
     finally:
         worker.stop()
+
+
+def test_three_reports_of_one_streetlight_become_one_group_completed_together(
+    streets, celery_worker
+):
+    from requests_app.models import Crew, Photo, WorkOrder
+    from requests_app.photos import process_photo
+    from requests_app.services import work_order_add_photo
+
+    from .conftest import upload
+    from .factories import CategoryFactory
+
+    light = CategoryFactory(code="streetlight", name="Streetlight out", department=streets)
+    reports = []
+    for metres_north in (0, 15, 30):
+        reports.append(
+            request_submit(
+                Intake(
+                    category=light,
+                    description="Streetlight out at the corner",
+                    lat=CITY_CENTER[0] + metres_north / 111_000,
+                    lng=CITY_CENTER[1],
+                    reporter_email=f"resident{metres_north}@example.org",
+                )
+            )
+        )
+        assert wait_for(lambda r=reports[-1]: processed(r.pk), timeout=30), celery_worker.output()
+    for report in reports:
+        report.refresh_from_db()  # routed by the worker meanwhile
+    first, *others = reports
+    for other in others:
+        other.refresh_from_db()
+        assert other.duplicate_of_id == first.pk
+        assert other.history.filter(action=HistoryEntry.Action.DUPLICATE).exists()
+
+    crew = Crew.objects.create(name="Lights", department=streets)
+    order = WorkOrder.create_for([first], crew=crew)
+    assert set(order.requests.values_list("pk", flat=True)) == {r.pk for r in reports}
+    order.start()
+    work_order_add_photo(order, process_photo(upload()), kind=Photo.Kind.AFTER)
+    order.complete("Replaced the lamp")
+    assert set(
+        ServiceRequest.objects.filter(pk__in=[r.pk for r in reports]).values_list(
+            "status", flat=True
+        )
+    ) == {Status.COMPLETED}
+    # Every reporter hears that it is fixed.
+    assert wait_for(
+        lambda: (
+            {
+                n.recipient
+                for n in Notification.objects.filter(template="status_completed", status="sent")
+            }
+            >= {"resident0@example.org", "resident15@example.org", "resident30@example.org"}
+        ),
+        timeout=40,
+    ), celery_worker.output()
