@@ -15,6 +15,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
+from notifications.models import ServiceNotice
 from notifications.services import notices_for
 
 from . import grouping, service_area
@@ -58,12 +59,14 @@ def _map_settings():
 @require_GET
 def home(request):
     categories = ServiceCategory.objects.active().order_by("group", "name")
+    current_notices = list(ServiceNotice.objects.current().order_by("-starts_at")[:5])
     return render(
         request,
         "requests_app/home.html",
         {
             "category_groups": [(g, list(cs)) for g, cs in groupby(categories, lambda c: c.group)],
             "lookup_form": TrackingLookupForm(),
+            "service_notices": current_notices,
             "map_cells": _open_request_cells(),
             "map_settings": _map_settings(),
             "open_count": ServiceRequest.objects.open().public().count(),
@@ -126,11 +129,18 @@ def report(request):
             if not seen_nearby and data.get("lat") is not None:
                 # The second step without JavaScript: the same problem may be reported.
                 nearby = grouping.nearby_for_portal(data["category"], data["lat"], data["lng"])
-                if nearby:
+                # ...or the city already knows and says so in a service notice.
+                notices = notices_for(data["lat"], data["lng"], data["category"])
+                if nearby or notices:
                     return render(
                         request,
                         "requests_app/report.html",
-                        _report_context(form, nearby=nearby, photos_dropped=bool(data["photos"])),
+                        _report_context(
+                            form,
+                            nearby=nearby,
+                            notices=notices,
+                            photos_dropped=bool(data["photos"]),
+                        ),
                     )
             service_request = request_submit(
                 Intake(
@@ -233,15 +243,19 @@ def nearby(request):
         return JsonResponse({"results": [], "errors": query.errors.get_json_data()}, status=400)
     category, lat, lng = (query.cleaned_data[k] for k in ("category", "lat", "lng"))
     rows = _nearby_rows(grouping.nearby_for_portal(category, lat, lng))
-    return JsonResponse({"radius_m": category.duplicate_radius_m, "results": rows})
+    notices = [{"title": n.title, "message": n.message} for n in notices_for(lat, lng, category)]
+    return JsonResponse(
+        {"radius_m": category.duplicate_radius_m, "results": rows, "notices": notices}
+    )
 
 
-def _report_context(form, *, nearby=(), photos_dropped=False, follow_errors=()):
+def _report_context(form, *, nearby=(), notices=(), photos_dropped=False, follow_errors=()):
     return {
         "form": form,
         "map_settings": _map_settings(),
         "nearby": _nearby_rows(nearby) if nearby else [],
-        "step_two": bool(nearby or follow_errors),
+        "service_notices": list(notices),
+        "step_two": bool(nearby or notices or follow_errors),
         "follow_errors": list(follow_errors),
         "photos_dropped": photos_dropped,
         # For static/portal/nearby.js, which builds the live list in the resident's language.

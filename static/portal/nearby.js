@@ -79,6 +79,20 @@
     }
   }
 
+  // Service notices covering the chosen place: "the city already knows".
+  function showNotices(notices) {
+    var box = document.getElementById("report-notices");
+    if (!box) return;
+    while (box.firstChild) box.removeChild(box.firstChild);
+    notices.forEach(function (notice) {
+      var card = element("div", "card notice");
+      card.setAttribute("role", "note");
+      card.appendChild(element("h2", "", notice.title));
+      card.appendChild(element("p", "", notice.message));
+      box.appendChild(card);
+    });
+  }
+
   function lookup() {
     if (!category.value || !latInput.value || !lngInput.value) return;
     var ask = ++latest;
@@ -91,6 +105,7 @@
       .then(function (data) {
         if (ask !== latest) return;  // an older answer arriving after a newer question
         show(data.results || []);
+        showNotices(data.notices || []);
         // The resident has seen what is nearby: "Send report" files without a second step.
         if (seen) seen.value = "1";
       })
