@@ -2,6 +2,7 @@ from itertools import groupby
 
 from django import forms
 from django.conf import settings
+from django.utils.choices import CallableChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
 from . import service_area
@@ -86,7 +87,8 @@ class ReportForm(LocationFormMixin, forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["category"].widget.choices = grouped_category_choices()
+        # Built when the form is rendered, not on every POST that is valid.
+        self.fields["category"].widget.choices = CallableChoiceIterator(grouped_category_choices)
         self.processed_photos = []
         self.located_by_photo = False
 
