@@ -31,6 +31,16 @@ from .conftest import SHARED_DATA, upload
 from .factories import CITY_CENTER, CategoryFactory, ServiceRequestFactory, staff_user
 
 REFERENCE = SHARED_DATA / "open311_reference"
+
+
+def reference_xml(*parts):
+    """Output captured from real Open311 servers, in ../shared beside the checkout."""
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path}")
+    return ET.parse(path)
+
+
 OUTSIDE = (40.7128, -74.0060)  # New York
 W3C = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
 REQUEST_FIELDS = [
@@ -336,10 +346,10 @@ def test_request_fields_match_the_spec_and_hide_private_data(client, pothole, di
 
 def test_request_elements_follow_the_reference_servers(client, pothole):
     public_request(pothole)
-    reference = ET.parse(REFERENCE / "ruby-open311-spec-fixtures" / "service_requests.xml")
+    reference = reference_xml("ruby-open311-spec-fixtures", "service_requests.xml")
     ours = as_xml(client.get(url("requests", "xml")))
     assert children(ours[0]) == children(reference.getroot()[0])
-    mock = ET.parse(REFERENCE / "node-open311-mocks" / "service-request.xml").getroot()
+    mock = reference_xml("node-open311-mocks", "service-request.xml").getroot()
     assert mock.tag == ours.tag and children(mock[0]) == children(ours[0])
 
 
@@ -760,7 +770,7 @@ def test_token_leads_to_the_request(client, pothole, api_key):
     assert root.tag == "service_requests"
     assert children(root[0]) == ["service_request_id", "token"]
     # As the reference servers answer.
-    reference = ET.parse(REFERENCE / "ruby-open311-spec-fixtures" / "request_id_from_token.xml")
+    reference = reference_xml("ruby-open311-spec-fixtures", "request_id_from_token.xml")
     assert children(reference.getroot()[0]) == children(root[0])
 
 
