@@ -5,7 +5,7 @@
 Builds a throwaway database (civicdesk_bench_sla), fills it with open requests whose next
 escalation is in the future plus 1,000 that are due, then times (a) finding what is due —
 the indexed query the sweep starts with — and (b) the whole sweep taking all 1,000 steps
-(history entry, staff email row, priority raise, reschedule each). Prints figures; asserts
+(history entry, staff email row to the department, reschedule each). Prints figures; asserts
 nothing. Client and server share this machine's two cores.
 """
 
@@ -62,7 +62,10 @@ def main():
     from requests_app.sla import sla_sweep
 
     call_command("migrate", verbosity=0)
-    department = Department.objects.create(name="Streets", slug="streets")
+    # Every step emails the department, as when a request has no assignee or crew yet.
+    department = Department.objects.create(
+        name="Streets", slug="streets", email="streets@city.example"
+    )
     category = ServiceCategory.objects.create(
         code="pothole", name="Pothole", group="Streets", department=department, sla_hours=72
     )
@@ -72,7 +75,7 @@ def main():
     )
     inserted = 0
     for size in sizes:
-        _fill(connection, category.pk, inserted, size - inserted)
+        _fill(connection, category.pk, department.pk, inserted, size - inserted)
         inserted = size
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE requests_app_servicerequest")
@@ -129,7 +132,7 @@ def main():
     )
 
 
-def _fill(connection, category_id, offset, count):
+def _fill(connection, category_id, department_id, offset, count):
     """Open requests with their next escalation days ahead, inserted in one statement."""
     if count <= 0:
         return
@@ -138,19 +141,20 @@ def _fill(connection, category_id, offset, count):
         cursor.execute(
             """
             INSERT INTO requests_app_servicerequest (
-                tracking_number, category_id, description, lat, lng, address, channel, status,
+                tracking_number, category_id, department_id, description, lat, lng, address, channel, status,
                 priority, forward_count, close_reason, is_public, reporter_name, reporter_email,
                 reporter_phone, language, created_at, updated_at, due_at, at_risk_at,
                 next_escalation_at, sla_paused_seconds, escalation_level, duplicate_confirmed,
-                intake_processed_at)
-            SELECT 'B-' || i, %s, 'bench', 42.3 + (i %% 1000) / 10000.0, -71.1, '', 'web',
+                intake_processed_at, reporter_device_id, reporter_account_id, address_id,
+                import_source, external_id)
+            SELECT 'B-' || i, %s, %s, 'bench', 42.3 + (i %% 1000) / 10000.0, -71.1, '', 'web',
                    'assigned', 2, 0, '', true, '', '', '', 'en', now(), now(),
                    now() + interval '3 days', now() + interval '2 days',
                    now() + interval '2 days' + (i %% 1000) * interval '1 minute', 0, 0, false,
-                   now()
+                   now(), '', '', '', 'bench', i::text
             FROM generate_series(%s, %s) AS i
             """,
-            [category_id, offset + 1, offset + count],
+            [category_id, department_id, offset + 1, offset + count],
         )
     print(f"  (inserted {count:,} open requests in {time.perf_counter() - started:.1f}s)")
 

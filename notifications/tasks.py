@@ -26,3 +26,13 @@ def sweep_outbox():
 @shared_task
 def send_department_digests():
     return services.digests_send()
+
+
+@shared_task
+def send_notification_batch(notification_ids):
+    """Send rows created together (an SLA sweep's emails) from one message, not one each.
+
+    A row that must be tried again keeps its next_attempt_at, and the outbox sweep takes
+    it up then; one slow address does not hold up the rest of the batch.
+    """
+    return [services.notification_send(pk) for pk in notification_ids]

@@ -3,6 +3,7 @@
 import threading
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -296,10 +297,40 @@ def test_sla_compliance_by_department(pothole, frozen):
     for late in (False, False, False, True):
         created = frozen.now - timedelta(days=10)
         ServiceRequestFactory(
-            category=pothole, department=pothole.department, status=Status.COMPLETED,
-            created_at=created, due_at=created + timedelta(hours=72),
+            category=pothole,
+            department=pothole.department,
+            status=Status.COMPLETED,
+            created_at=created,
+            due_at=created + timedelta(hours=72),
             resolved_at=created + timedelta(hours=100 if late else 10),
         )
     rows = ServiceRequest.objects.sla_compliance("department__name")
-    assert rows == [{"department__name": "Streets", "resolved": 4, "on_time": 3,
-                     "on_time_pct": 75.0}]
+    assert rows == [
+        {"department__name": "Streets", "resolved": 4, "on_time": 3, "on_time_pct": 75.0}
+    ]
+
+
+def test_sweep_emails_are_sent_by_one_batch_task(
+    pothole, staffed, frozen, django_capture_on_commit_callbacks
+):
+    from django.core import mail
+
+    from notifications.tasks import send_notification_batch
+
+    requests = [submit(pothole) for _ in range(3)]
+    for request in requests:
+        request_process_intake(request.pk)
+    frozen.tick(hours=pothole.sla_hours * 0.75 + 0.01)
+    with mock.patch.object(send_notification_batch, "apply_async") as enqueue:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert sla.sla_sweep() == 3
+    (call,) = enqueue.call_args_list  # one message for the whole batch
+    (ids,) = call.kwargs["args"]
+    assert sorted(ids) == sorted(
+        Notification.objects.filter(kind="sla").values_list("pk", flat=True)
+    )
+    mail.outbox.clear()
+    send_notification_batch(ids)
+    send_notification_batch(ids)  # delivered twice by the broker: sent once
+    assert len(mail.outbox) == 3
+    assert set(Notification.objects.filter(kind="sla").values_list("status", flat=True)) == {"sent"}
