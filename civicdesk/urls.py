@@ -23,6 +23,7 @@ urlpatterns = [
     path("transparency/", include(transparency_urls)),
     path("open311/", include("requests_app.open311_urls")),
     path("notifications/", include("notifications.urls")),
+    path("my/", include("notifications.resident_urls")),
     path("surveys/", include("surveys.urls")),
     path("anymail/", include("anymail.urls")),
     path("", include("requests_app.urls")),

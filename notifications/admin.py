@@ -1,8 +1,11 @@
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from .models import DigestRun, InboundEmail, Notification, ServiceNotice, SuppressedAddress
-from .services import notification_resend
+from .services import notice_email_send, notification_resend
 
 
 @admin.register(Notification)
@@ -70,11 +73,24 @@ class DigestRunAdmin(admin.ModelAdmin):
 
 @admin.register(ServiceNotice)
 class ServiceNoticeAdmin(admin.ModelAdmin):
-    list_display = ["title", "starts_at", "ends_at"]
+    list_display = ["title", "starts_at", "ends_at", "email_residents", "emailed_to"]
     search_fields = ["title", "message"]
     filter_horizontal = ["categories"]
+    actions = ["email_residents_action"]
     fieldsets = [
-        (None, {"fields": ["title", "message", "starts_at", "ends_at", "categories"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "title",
+                    "message",
+                    "starts_at",
+                    "ends_at",
+                    "categories",
+                    "email_residents",
+                ]
+            },
+        ),
         (
             _("Where"),
             {
@@ -86,3 +102,31 @@ class ServiceNoticeAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(emailed_count=Count("emails"))
+
+    @admin.display(description=_("emailed to"), ordering="emailed_count")
+    def emailed_to(self, notice):
+        return notice.emailed_count
+
+    @admin.action(
+        description=_("Email this notice to residents with open requests in its area"),
+        permissions=["change"],
+    )
+    def email_residents_action(self, request, queryset):
+        for notice in queryset:
+            try:
+                count = notice_email_send(notice)
+            except ValidationError as error:
+                messages.error(request, " ".join(error.messages))
+                continue
+            messages.success(
+                request,
+                ngettext(
+                    "“%(notice)s”: %(count)d email queued (nobody is emailed twice).",
+                    "“%(notice)s”: %(count)d emails queued (nobody is emailed twice).",
+                    count,
+                )
+                % {"notice": notice, "count": count},
+            )

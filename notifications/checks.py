@@ -9,6 +9,7 @@ def signed_link_urls_mounted(app_configs, **kwargs):
     for name, include in [
         ("notifications:unsubscribe", 'path("notifications/", include("notifications.urls"))'),
         ("surveys:answer", 'path("surveys/", include("surveys.urls"))'),
+        ("resident:sign_in", 'path("my/", include("notifications.resident_urls"))'),
     ]:
         try:
             reverse(name, args=["x"])

@@ -3,9 +3,13 @@
 The unsubscribe token names the request and a hash of the address, not the address
 itself, so the link leaks nothing to proxies or logs. Unsubscribe links do not expire:
 mail clients offer the one-click unsubscribe on old messages too (RFC 8058).
+
+A resident's sign-in link is different: it must work once and briefly, so it is a random
+secret whose hash is a database row (ResidentSignInLink), not a signature.
 """
 
 import hashlib
+import secrets
 
 from django.core import signing
 
@@ -29,3 +33,13 @@ def read_unsubscribe_token(token: str) -> tuple[int, str]:
         return int(data["r"]), str(data["a"])
     except (KeyError, TypeError, ValueError) as error:
         raise signing.BadSignature(str(error)) from None
+
+
+def signin_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_signin_token() -> tuple[str, str]:
+    """(token for the link, hash to store)."""
+    token = secrets.token_urlsafe(32)
+    return token, signin_token_hash(token)

@@ -31,6 +31,8 @@ class Notification(models.Model):
         CREW = "crew", _("Assigned to a crew (staff)")
         DIGEST = "digest", _("Daily digest (staff)")
         SLA = "sla", _("Service level (staff)")
+        SIGN_IN = "sign_in", _("Sign-in link")
+        NOTICE = "notice", _("Service notice")
 
     request = models.ForeignKey(
         "requests_app.ServiceRequest",
@@ -207,6 +209,14 @@ class ServiceNotice(models.Model):
     )
     starts_at = models.DateTimeField(_("shown from"), default=timezone.now)
     ends_at = models.DateTimeField(_("shown until"), null=True, blank=True)
+    email_residents = models.BooleanField(
+        _("may be emailed to residents"),
+        default=False,
+        help_text=_(
+            "Allows the action “Email this notice to residents with open requests in its "
+            "area”: their reporters and followers get it once."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = ServiceNoticeQuerySet.as_manager()
@@ -235,3 +245,66 @@ class ServiceNotice(models.Model):
                 raise ValidationError({"area": _("The area must be a valid (Multi)Polygon.")})
         if self.ends_at and self.ends_at <= self.starts_at:
             raise ValidationError({"ends_at": _("The notice must end after it starts.")})
+
+
+class NoticeEmail(models.Model):
+    """One address a service notice was emailed to: the unique row is what stops a second
+    run (or a second admin pressing at once) from emailing anyone twice."""
+
+    notice = models.ForeignKey(ServiceNotice, on_delete=models.CASCADE, related_name="emails")
+    # Lower-cased.
+    email = models.EmailField(_("email"))
+    notification = models.ForeignKey(
+        Notification, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["notice", "email"], name="notice_emailed_once")
+        ]
+        verbose_name = _("notice email")
+        verbose_name_plural = _("notice emails")
+
+    def __str__(self):
+        return f"{self.notice} → {self.email}"
+
+
+class ResidentSignInLink(models.Model):
+    """A one-time link emailed to a resident to see "My requests".
+
+    Only a hash of the link's secret is stored, so the table (or a backup of it) does not
+    let anyone sign in.
+    """
+
+    # Lower-cased.
+    email = models.EmailField(_("email"))
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("sign-in link")
+        verbose_name_plural = _("sign-in links")
+
+    def __str__(self):
+        return f"{self.email} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at <= (now or timezone.now())
+
+    def use(self, now=None) -> bool:
+        """Spend the link; False when it was already used or has expired.
+
+        Conditional on the row still being unused, so two clicks at once sign in once.
+        """
+        now = now or timezone.now()
+        used = (
+            type(self)
+            .objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now)
+            .update(used_at=now)
+        )
+        if used:
+            self.used_at = now
+        return bool(used)

@@ -18,16 +18,27 @@ from datetime import datetime, timedelta
 
 from anymail.exceptions import AnymailInvalidAddress, AnymailRecipientsRefused
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from civicdesk.celery import enqueue_on_commit
 
-from .links import address_key, unsubscribe_token
-from .models import MAX_ATTEMPTS, DigestRun, Notification, ServiceNotice, SuppressedAddress
+from .links import address_key, new_signin_token, unsubscribe_token
+from .models import (
+    MAX_ATTEMPTS,
+    DigestRun,
+    NoticeEmail,
+    Notification,
+    ResidentSignInLink,
+    ServiceNotice,
+    SuppressedAddress,
+)
+from .resident import resident_requests
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +243,51 @@ def notify_public_comment(request, comment):
     return notification_queue(
         request, Notification.Kind.COMMENT, "public_comment", {"comment": comment}
     )
+
+
+# --- Resident sign-in -------------------------------------------------------------------
+
+SIGN_IN_LINK_LIFETIME = timedelta(minutes=30)
+
+
+def signin_link_send(email: str, language: str, now: datetime | None = None):
+    """Email a one-time "My requests" link to `email`, if it has requests to show.
+
+    Returns the link row, or None when nothing was sent. The caller must answer the same
+    either way: whether an address has reported anything is not the asker's business.
+    """
+    now = now or timezone.now()
+    email = email.strip()
+    if not resident_requests(email).exists() or SuppressedAddress.is_suppressed(email):
+        return None
+    token, token_hash = new_signin_token()
+    with transaction.atomic():
+        # Spent and expired links are of no use to anyone after a day.
+        ResidentSignInLink.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+        link = ResidentSignInLink.objects.create(
+            email=email.lower(),
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=now + SIGN_IN_LINK_LIFETIME,
+        )
+        context = {
+            "signin_url": absolute_url(reverse("resident:sign_in", args=[token])),
+            "my_requests_url": absolute_url(reverse("resident:my_requests")),
+            "link_minutes": int(SIGN_IN_LINK_LIFETIME.total_seconds() // 60),
+        }
+        subject, text, html = render_email("signin_link", context, language)
+        # A transactional email the resident just asked for: no unsubscribe link or
+        # List-Unsubscribe header, and no request it belongs to.
+        _create(
+            recipient=email,
+            kind=Notification.Kind.SIGN_IN,
+            template="signin_link",
+            language=language,
+            subject=subject,
+            body_text=text,
+            body_html=html,
+        )
+    return link
 
 
 # --- Staff ----------------------------------------------------------------------------
@@ -456,6 +512,11 @@ def notification_send(notification_id: int) -> str:
             notification.status = Notification.Status.SENT
             notification.sent_at = timezone.now()
             notification.last_error = ""
+            if notification.kind == Notification.Kind.SIGN_IN:
+                # The link is a key to the resident's requests: once it is in their inbox,
+                # the outbox (and whoever reads the admin) has no need to hold a copy.
+                notification.body_text = "(The sign-in link was removed after sending.)"
+                notification.body_html = ""
             anymail_status = getattr(message, "anymail_status", None)
             notification.provider_message_id = (getattr(anymail_status, "message_id", "") or "")[
                 :255
@@ -604,3 +665,94 @@ def notices_for(lat=None, lng=None, category=None, now=None) -> list[ServiceNoti
         if _notice_covers(notice, lat, lng):
             found.append(notice)
     return found
+
+
+# --- Service notices by email ----------------------------------------------------------
+
+# Metres per degree of latitude, for a bounding box around a notice's circle.
+METRES_PER_DEGREE = 111_320
+
+
+def _notice_bounds(notice) -> tuple[float, float, float, float] | None:
+    """(min_lat, min_lng, max_lat, max_lng) around the notice's area, a little generous:
+    only a first cut for the database; _notice_covers decides."""
+    if notice.area:
+        from shapely.geometry import shape
+
+        try:
+            min_lng, min_lat, max_lng, max_lat = shape(notice.area).bounds
+        except Exception:
+            return None
+        return min_lat - 1e-6, min_lng - 1e-6, max_lat + 1e-6, max_lng + 1e-6
+    if None in (notice.center_lat, notice.center_lng, notice.radius_m):
+        return None
+    dlat = notice.radius_m / METRES_PER_DEGREE * 1.01
+    cos_lat = max(math.cos(math.radians(notice.center_lat)), 0.01)
+    dlng = dlat / cos_lat
+    return (
+        notice.center_lat - dlat,
+        notice.center_lng - dlng,
+        notice.center_lat + dlat,
+        notice.center_lng + dlng,
+    )
+
+
+def notice_requests(notice):
+    """Open requests inside the notice's area (and of its categories, if it has any),
+    oldest first."""
+    from requests_app.models import ServiceRequest
+
+    bounds = _notice_bounds(notice)
+    if bounds is None:
+        return []
+    min_lat, min_lng, max_lat, max_lng = bounds
+    requests = ServiceRequest.objects.open().filter(
+        lat__gte=min_lat, lat__lte=max_lat, lng__gte=min_lng, lng__lte=max_lng
+    )
+    categories = list(notice.categories.values_list("pk", flat=True))
+    if categories:
+        requests = requests.filter(category_id__in=categories)
+    requests = requests.select_related("category").order_by("created_at", "pk")
+    return [r for r in requests if _notice_covers(notice, r.lat, r.lng)]
+
+
+def notice_email_send(notice, now: datetime | None = None) -> int:
+    """Email `notice` to the reporters and followers of open requests inside its area, each
+    address once per notice however often this runs; returns how many were queued.
+
+    Each email is about one of the resident's requests there, and carries that request's
+    unsubscribe link: whoever stopped emails about it (or whose address bounces) is left
+    out, as for any other email about the request.
+    """
+    now = now or timezone.now()
+    if not notice.email_residents:
+        raise ValidationError(
+            _("“%(notice)s” may not be emailed: tick “may be emailed to residents” first.")
+            % {"notice": notice}
+        )
+    if notice.ends_at and notice.ends_at <= now:
+        raise ValidationError(_("“%(notice)s” has ended.") % {"notice": notice})
+    done = set(NoticeEmail.objects.filter(notice=notice).values_list("email", flat=True))
+    queued = 0
+    for request in notice_requests(notice):
+        for recipient in resident_recipients(request):
+            key = recipient.email.lower()
+            if key in done:
+                continue
+            done.add(key)
+            try:
+                with transaction.atomic():
+                    (notification,) = notification_queue(
+                        request,
+                        Notification.Kind.NOTICE,
+                        "service_notice",
+                        {"notice": notice},
+                        recipients=[recipient],
+                    )
+                    NoticeEmail.objects.create(
+                        notice=notice, email=key, notification=notification, created_at=now
+                    )
+            except IntegrityError:
+                continue  # a run at the same moment took this address; its email stands
+            queued += 1
+    return queued
