@@ -211,6 +211,8 @@ INBOUND_EMAIL_ADDRESS = env.str("INBOUND_EMAIL_ADDRESS", default="")
 TRANSPARENCY_MIN_CELL = env.int("TRANSPARENCY_MIN_CELL", default=5)
 # Behind a reverse proxy, the client address is in X-Forwarded-For.
 USE_X_FORWARDED_FOR = env.bool("USE_X_FORWARDED_FOR", default=False)
+# A Nominatim-compatible search URL, asked in the background when the gazetteer has no match.
+GEOCODER_URL = env.str("GEOCODER_URL", default="")
 
 LEAFLET_CONFIG = {
     "DEFAULT_CENTER": (

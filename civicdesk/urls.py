@@ -25,6 +25,7 @@ urlpatterns = [
     path("notifications/", include("notifications.urls")),
     path("my/", include("notifications.resident_urls")),
     path("surveys/", include("surveys.urls")),
+    path("addresses/", include("routing.urls")),
     path("anymail/", include("anymail.urls")),
     path("", include("requests_app.urls")),
 ]

@@ -27,6 +27,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from civicdesk.celery import enqueue_on_commit
+from requests_app.moderation import mask_contact_details
 
 from .links import address_key, new_signin_token, unsubscribe_token
 from .models import (
@@ -217,7 +218,7 @@ def _public_status_note(request) -> str:
         .order_by("-at", "-pk")
         .first()
     )
-    return entry.note if entry else ""
+    return entry.public_note if entry else ""
 
 
 def notify_status_changed(request):
@@ -226,7 +227,9 @@ def notify_status_changed(request):
     if request.status == "completed":
         order = request.work_order
         context["resolution_note"] = (
-            order.resolution_note if order and order.resolution_note else context["status_note"]
+            mask_contact_details(order.resolution_note)
+            if order and order.resolution_note
+            else context["status_note"]
         )
         after = request.public_photos().filter(kind="after").order_by("-uploaded_at").first()
         context["after_photo_url"] = absolute_url(after.get_absolute_url()) if after else ""

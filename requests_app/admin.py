@@ -25,6 +25,16 @@ from .admin_grouping import (
     DuplicatesInline,
     duplicate_group,
 )
+from .admin_moderation import (
+    LocationToConfirmFilter,
+    ModerationFields,
+    ModerationFilter,
+    apply_moderation,
+    comment_moderation_link,
+    moderation_fields,
+    public_flags,
+    public_view,
+)
 from .admin_open311 import ServiceAttributeInline
 from .models import (
     TRANSITIONS,
@@ -139,8 +149,9 @@ class StaffIntakeForm(forms.ModelForm):
         return cleaned
 
 
-class RequestWorkForm(forms.ModelForm):
-    """The change page: status, priority, department and comments, each with history."""
+class RequestWorkForm(ModerationFields, forms.ModelForm):
+    """The change page: status, priority, department, comments and what the public sees,
+    each with history."""
 
     new_status = forms.ChoiceField(label=_("Change status to"), required=False)
     status_note = forms.CharField(
@@ -201,6 +212,7 @@ class RequestWorkForm(forms.ModelForm):
             (s.value, s.label) for s in Status if s in TRANSITIONS[current]
         ]
         self.fields["loaded_at"].initial = self.instance.updated_at.isoformat()
+        self.init_moderation(self.instance)
 
     def clean(self):
         cleaned = super().clean()
@@ -224,6 +236,7 @@ class RequestWorkForm(forms.ModelForm):
             self.add_error("attach_to", _("Choose the work order to attach to."))
         if cleaned.get("forward_to") and not cleaned.get("forward_reason"):
             self.add_error("forward_reason", _("Say why the request goes to another department."))
+        self.clean_moderation(cleaned, self.instance)
         return cleaned
 
 
@@ -250,9 +263,10 @@ class HistoryInline(ReadOnlyInline):
 
 class CommentInline(ReadOnlyInline):
     model = Comment
-    fields = ["created_at", "author_label", "visibility", "text"]
+    fields = ["created_at", "author_label", "visibility", "text", "moderation"]
     readonly_fields = fields
     verbose_name_plural = _("Public comments and internal notes")
+    moderation = staticmethod(comment_moderation_link)
 
     @admin.display(description=_("Visibility"))
     def visibility(self, comment):
@@ -263,8 +277,16 @@ class CommentInline(ReadOnlyInline):
 
 class PhotoInline(ReadOnlyInline):
     model = Photo
-    fields = ["preview", "kind", "is_public", "uploaded_at"]
+    fields = ["preview", "kind", "short_id", "is_public", "awaiting_approval", "uploaded_at"]
     readonly_fields = fields
+
+    @admin.display(description=_("Id"))
+    def short_id(self, photo):
+        return str(photo.pk)[:8]
+
+    @admin.display(description=_("Awaiting approval"), boolean=True)
+    def awaiting_approval(self, photo):
+        return photo.awaiting_approval
 
     @admin.display(description=_("Photo"))
     def preview(self, photo):
@@ -331,9 +353,12 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         "address",
         "created_at",
         "time_left",
+        "public_flags",
     ]
     list_filter = [
         SLAFilter,
+        ModerationFilter,
+        LocationToConfirmFilter,
         "status",
         "priority",
         "department",
@@ -348,12 +373,15 @@ class ServiceRequestAdmin(admin.ModelAdmin):
     list_select_related = ["category", "department", "crew"]
     actions = ["assign_to_crew", "create_work_order", *GROUPING_ACTIONS]
     duplicate_group = staticmethod(duplicate_group)
+    public_view = staticmethod(public_view)
+    public_flags = staticmethod(public_flags)
     change_list_template = "admin/requests_app/servicerequest_changelist.html"
     date_hierarchy = "created_at"
     readonly_fields = [
         "tracking_number",
         "category",
         "description",
+        "public_view",
         "address",
         "location",
         "map",
@@ -423,7 +451,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
                 "attach_to",
                 "forward_to",
                 "forward_reason",
-                "is_public",
+                *moderation_fields(obj),
                 "comment",
                 "comment_is_public",
                 "loaded_at",
@@ -538,15 +566,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
                         old=Priority(stored.priority).label,
                         new=Priority(data["priority"]).label,
                     )
-                if "is_public" in form.changed_data:
-                    ServiceRequest.objects.filter(pk=obj.pk).update(is_public=data["is_public"])
-                    stored.record(
-                        HistoryEntry.Action.FIELD,
-                        by=request.user,
-                        field="is_public",
-                        old=stored.is_public,
-                        new=data["is_public"],
-                    )
+                apply_moderation(stored, form, request.user)
                 if data.get("new_status"):
                     stored.change_status(
                         data["new_status"],

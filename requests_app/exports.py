@@ -10,6 +10,11 @@ staff who work requests (dispatchers, department staff, administrators; `can_edi
 who need them to call residents back. Directors get the same rows without contact details,
 and GeoJSON — meant for maps and open data — never has them. Device, account and address
 ids are never exported.
+
+Residents' words: the CSV, a staff work file, has the description as written and, next to
+it, `public_description` — what the public sees (contact details masked, the staff's public
+wording, or "awaiting review"; see moderation.py). GeoJSON's `description` is the public
+one. The public audit package has only the public wording of the description and comments.
 """
 
 import csv
@@ -21,10 +26,14 @@ from datetime import datetime
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from . import moderation
 from .access import can_edit_requests
 from .models import Photo
 
 CHUNK = 2000
+# Not a column of the table: worked out from the fields below for each row.
+PUBLIC_DESCRIPTION = "public_description"
+MODERATION_FIELDS = ("description", "public_description_override", "description_approved")
 
 COLUMNS = [
     # (header, values_list path)
@@ -42,6 +51,7 @@ COLUMNS = [
     ("lat", "lat"),
     ("lng", "lng"),
     ("description", "description"),
+    ("public_description", PUBLIC_DESCRIPTION),
     ("first_response", "first_response_at"),
     ("resolved", "resolved_at"),
     ("due", "due_at"),
@@ -59,7 +69,12 @@ CONTACT_COLUMNS = [
     ("reporter_email", "reporter_email"),
     ("reporter_phone", "reporter_phone"),
 ]
-GEOJSON_COLUMNS = [c for c in COLUMNS if c[0] not in ("lat", "lng")]
+# Open data: the description as the public sees it, under its usual name.
+GEOJSON_COLUMNS = [
+    ("description", PUBLIC_DESCRIPTION) if header == "description" else (header, path)
+    for header, path in COLUMNS
+    if header not in ("lat", "lng", "public_description")
+]
 
 
 def may_export_contact(user) -> bool:
@@ -88,12 +103,29 @@ class _Line:
         return value
 
 
+def _rows(requests, paths):
+    """One list of values per request, in the order of `paths`, read in chunks."""
+    if PUBLIC_DESCRIPTION not in paths:
+        yield from (
+            requests.order_by("created_at", "pk").values_list(*paths).iterator(chunk_size=CHUNK)
+        )
+        return
+    read = list(dict.fromkeys([p for p in paths if p != PUBLIC_DESCRIPTION] + [*MODERATION_FIELDS]))
+    for row in requests.order_by("created_at", "pk").values(*read).iterator(chunk_size=CHUNK):
+        row[PUBLIC_DESCRIPTION] = moderation.public_text(
+            row["description"],
+            override=row["public_description_override"],
+            approved=row["description_approved"],
+        )
+        yield [row[p] for p in paths]
+
+
 def csv_lines(requests, columns):
     """Header, then one CSV line per request, read in chunks."""
     writer = csv.writer(_Line())
     yield writer.writerow([header for header, _path in columns])
     paths = [path for _header, path in columns]
-    for row in requests.order_by("created_at", "pk").values_list(*paths).iterator(chunk_size=CHUNK):
+    for row in _rows(requests, paths):
         yield writer.writerow([_cell(v) for v in row])
 
 
@@ -103,7 +135,7 @@ def geojson_chunks(requests):
     paths = ["lat", "lng"] + [path for _h, path in GEOJSON_COLUMNS]
     headers = [h for h, _p in GEOJSON_COLUMNS]
     first = True
-    for row in requests.order_by("created_at", "pk").values_list(*paths).iterator(chunk_size=CHUNK):
+    for row in _rows(requests, paths):
         lat, lng, *values = row
         feature = {
             "type": "Feature",
@@ -157,13 +189,14 @@ def audit_package(request, *, staff: bool, generated_by: str = ""):
 
     The staff version has the full history, internal notes, every photo and the reporter's
     contact details; the public version — what can be released to a records requester —
-    has the public timeline, public comments and public photos only.
+    has the public timeline, public comments and public photos only, and residents' words as
+    the public sees them.
     """
     now = timezone.now()
     record = {
         "tracking_number": request.tracking_number,
         "category": request.category.name,
-        "description": request.description,
+        "description": request.description if staff else request.public_description,
         "address": request.address,
         "lat": request.lat,
         "lng": request.lng,
@@ -187,6 +220,7 @@ def audit_package(request, *, staff: bool, generated_by: str = ""):
             crew=str(request.crew or ""),
             work_order=str(request.work_order or ""),
             times_forwarded=request.forward_count,
+            public_description=request.public_description,
         )
         timeline = [
             {
@@ -219,8 +253,15 @@ def audit_package(request, *, staff: bool, generated_by: str = ""):
         {
             "at": c.created_at,
             "author": c.author_label,
-            "text": c.text,
-            **({"kind": "public comment" if c.is_public else "internal note"} if staff else {}),
+            "text": c.text if staff else c.public_text,
+            **(
+                {
+                    "kind": "public comment" if c.is_public else "internal note",
+                    **({"public_text": c.public_text} if c.is_public else {}),
+                }
+                if staff
+                else {}
+            ),
         }
         for c in comments
     ]

@@ -175,6 +175,20 @@ class NearbyQueryForm(forms.Form):
         return cleaned
 
 
+class MapPositionForm(forms.Form):
+    """A place handed to the report form by a link (?lat=…&lng=…), e.g. from the home map."""
+
+    lat = forms.FloatField(min_value=-90, max_value=90)
+    lng = forms.FloatField(min_value=-180, max_value=180)
+
+    def clean(self):
+        cleaned = super().clean()
+        lat, lng = cleaned.get("lat"), cleaned.get("lng")
+        if lat is not None and lng is not None and not service_area.contains(lat, lng):
+            raise forms.ValidationError(_("That place is outside the area we serve."))
+        return cleaned
+
+
 class TrackingLookupForm(forms.Form):
     number = forms.CharField(
         label=_("Tracking number"),

@@ -5,11 +5,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from . import moderation
 from .tracking import new_tracking_number
 
 
@@ -322,6 +323,40 @@ class ServiceRequestQuerySet(models.QuerySet):
     def public(self):
         return self.filter(is_public=True)
 
+    def without_location(self):
+        """Requests with no map position yet: the address did not match, say."""
+        return self.filter(Q(lat__isnull=True) | Q(lng__isnull=True))
+
+    def awaiting_review(self):
+        """Requests whose description or a resident's public comment the public cannot see
+        yet because of the word list (see moderation.py)."""
+        pattern = moderation.blocked_pattern()
+        if pattern is None:
+            return self.none()
+        comments = Comment.objects.filter(
+            request=OuterRef("pk"),
+            is_public=True,
+            author__isnull=True,
+            text_approved=False,
+            public_text_override="",
+            text__iregex=pattern,
+        )
+        return self.filter(
+            Q(
+                description__iregex=pattern,
+                description_approved=False,
+                public_description_override="",
+            )
+            | Q(Exists(comments))
+        )
+
+    def with_photos_awaiting_approval(self):
+        held = Photo.objects.awaiting_approval()
+        return self.filter(
+            Q(Exists(held.filter(request=OuterRef("pk"))))
+            | Q(Exists(held.filter(work_order=OuterRef("work_order"))))
+        )
+
     def awaiting_intake(self, older_than: timedelta):
         return self.filter(
             intake_processed_at__isnull=True, created_at__lte=timezone.now() - older_than
@@ -425,6 +460,21 @@ class ServiceRequest(models.Model):
     is_public = models.BooleanField(
         _("shown to the public"), default=True, help_text=_("Staff can hide a request.")
     )
+    # Moderation: the description stays as the resident wrote it; the public sees this
+    # wording instead when staff give one (see moderation.py and public_description).
+    # db_default as well, so rows written by COPY and raw INSERTs (imports, benches) get it.
+    public_description_override = models.TextField(
+        _("public wording of the description"),
+        blank=True,
+        db_default="",
+        help_text=_("Shown to the public instead of the description, which is kept as written."),
+    )
+    description_approved = models.BooleanField(
+        _("description approved for the public"),
+        default=False,
+        db_default=False,
+        help_text=_("Staff let a description the word list held back be shown as written."),
+    )
 
     # Private: never rendered on a public page, feed or API response.
     reporter_name = models.CharField(_("reporter name"), max_length=120, blank=True)
@@ -514,6 +564,30 @@ class ServiceRequest(models.Model):
     @property
     def has_location(self) -> bool:
         return self.lat is not None and self.lng is not None
+
+    @property
+    def public_description(self) -> str:
+        """The description as every public page, feed and export shows it."""
+        return moderation.public_text(
+            self.description,
+            override=self.public_description_override,
+            approved=self.description_approved,
+        )
+
+    @property
+    def description_awaiting_review(self) -> bool:
+        return moderation.needs_review(
+            self.description,
+            override=self.public_description_override,
+            approved=self.description_approved,
+        )
+
+    @property
+    def withdraw_url(self) -> str:
+        """The reporter's signed link to take the report off the public site."""
+        from .links import withdraw_url
+
+        return withdraw_url(self.pk)
 
     def save(self, *args, **kwargs):
         if self.tracking_number:
@@ -724,6 +798,69 @@ class ServiceRequest(models.Model):
                 notify_public_comment(self, comment)
         return comment
 
+    # --- Moderation ----------------------------------------------------------------------
+    def set_public(self, public: bool, *, by=None, reason, actor=""):
+        """Show or hide the request on every public surface; it stays in the queue."""
+        reason = _moderation_reason(reason)
+        with transaction.atomic():
+            return self._set(
+                "is_public",
+                bool(public),
+                by=by,
+                actor=actor,
+                note=reason,
+                action=HistoryEntry.Action.MODERATION,
+            )
+
+    def set_public_wording(self, text, *, by=None, reason):
+        """Give the description a public wording (empty: show the original, masked)."""
+        reason = _moderation_reason(reason)
+        with transaction.atomic():
+            return self._set(
+                "public_description_override",
+                (text or "").strip(),
+                by=by,
+                note=reason,
+                action=HistoryEntry.Action.MODERATION,
+            )
+
+    def approve_description(self, *, by=None, reason):
+        """Publish a description the word list held back, as written (contacts masked)."""
+        reason = _moderation_reason(reason)
+        with transaction.atomic():
+            return self._set(
+                "description_approved",
+                True,
+                by=by,
+                note=reason,
+                action=HistoryEntry.Action.MODERATION,
+            )
+
+    def withdraw_by_reporter(self) -> bool:
+        """The reporter's signed link: off the public site, still in the city's queue.
+
+        Conditional on the request being public, so a second click (or a double POST)
+        writes no second history entry. Returns False when it was already hidden.
+        """
+        with transaction.atomic():
+            updated = (
+                type(self)
+                .objects.filter(pk=self.pk, is_public=True)
+                .update(is_public=False, updated_at=timezone.now())
+            )
+            self.is_public = False
+            if not updated:
+                return False
+            self.record(
+                HistoryEntry.Action.MODERATION,
+                actor="Reporter",
+                field="is_public",
+                old=True,
+                new=False,
+                note="Withdrawn by the reporter from public view (signed link in the email)",
+            )
+        return True
+
     def public_photos(self):
         mine = Q(request=self)
         if self.work_order_id:
@@ -733,11 +870,16 @@ class ServiceRequest(models.Model):
     def public_timeline(self):
         """What a resident may see: status changes and public comments, oldest first."""
         entries = [
-            {"at": e.at, "kind": "status", "status": Status(e.new_value), "note": e.note}
+            {"at": e.at, "kind": "status", "status": Status(e.new_value), "note": e.public_note}
             for e in self.history.filter(is_public=True, action=HistoryEntry.Action.STATUS)
         ]
         entries += [
-            {"at": c.created_at, "kind": "comment", "text": c.text, "author": c.author_label}
+            {
+                "at": c.created_at,
+                "kind": "comment",
+                "text": c.public_text,
+                "author": c.author_label,
+            }
             for c in self.comments.filter(is_public=True)
         ]
         entries.insert(0, {"at": self.created_at, "kind": "status", "status": Status.RECEIVED})
@@ -748,6 +890,13 @@ def _actor_label(user):
     if user is None:
         return "System"
     return user.get_full_name() or user.get_username()
+
+
+def _moderation_reason(reason) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError(_("Say why: every moderation change needs a reason."))
+    return reason
 
 
 class ServiceAttribute(models.Model):
@@ -905,6 +1054,7 @@ class HistoryEntry(models.Model):
         DUPLICATE = "duplicate", _("Duplicate grouping")
         FOLLOW = "follow", _("Follower added")
         SLA = "sla", _("Service level")
+        MODERATION = "moderation", _("Moderation")
 
     request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="history")
     at = models.DateTimeField(default=timezone.now)
@@ -933,6 +1083,11 @@ class HistoryEntry(models.Model):
             raise ValidationError("History entries cannot be changed.")
         return super().save(*args, **kwargs)
 
+    @property
+    def public_note(self) -> str:
+        """A public status note as residents see it (staff wrote it: no word list)."""
+        return moderation.public_text(self.note, review=False)
+
 
 class Comment(models.Model):
     request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="comments")
@@ -945,6 +1100,16 @@ class Comment(models.Model):
         _("public"), help_text=_("Public comments are shown to residents; notes stay internal.")
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Moderation, as for a request's description: the text is kept as written.
+    public_text_override = models.TextField(
+        _("public wording"),
+        blank=True,
+        db_default="",
+        help_text=_("Shown to the public instead of the text, which is kept as written."),
+    )
+    text_approved = models.BooleanField(
+        _("approved for the public"), default=False, db_default=False
+    )
 
     class Meta:
         ordering = ["created_at"]
@@ -954,9 +1119,65 @@ class Comment(models.Model):
     def __str__(self):
         return self.text[:60]
 
+    @property
+    def by_resident(self) -> bool:
+        # Staff comments carry their author; residents' (emailed replies) have none.
+        return self.author_id is None
+
+    @property
+    def public_text(self) -> str:
+        return moderation.public_text(
+            self.text,
+            override=self.public_text_override,
+            approved=self.text_approved,
+            review=self.by_resident,
+            kind="comment",
+        )
+
+    @property
+    def awaiting_review(self) -> bool:
+        return (
+            self.is_public
+            and self.by_resident
+            and moderation.needs_review(
+                self.text, override=self.public_text_override, approved=self.text_approved
+            )
+        )
+
+    def _moderate(self, field, value, *, by, reason):
+        reason = _moderation_reason(reason)
+        old = getattr(self, field)
+        if old == value:
+            return False
+        with transaction.atomic():
+            type(self).objects.filter(pk=self.pk).update(**{field: value})
+            setattr(self, field, value)
+            self.request.record(
+                HistoryEntry.Action.MODERATION,
+                by=by,
+                field=f"comment {self.pk} {field}",
+                old=old,
+                new=value,
+                note=reason,
+            )
+        return True
+
+    def set_public_wording(self, text, *, by=None, reason):
+        return self._moderate("public_text_override", (text or "").strip(), by=by, reason=reason)
+
+    def approve(self, *, by=None, reason):
+        return self._moderate("text_approved", True, by=by, reason=reason)
+
 
 def _photo_path(photo, filename):
     return f"photos/{photo.uploaded_at:%Y/%m}/{filename}"
+
+
+class PhotoQuerySet(models.QuerySet):
+    def awaiting_approval(self):
+        """Residents' photos held back on upload (see Photo.starts_public) that no one has
+        looked at yet; photos staff hid on purpose have a reviewed_at."""
+        return self.filter(is_public=False, reviewed_at__isnull=True, kind=Photo.Kind.CITIZEN)
 
 
 class Photo(models.Model):
@@ -984,6 +1205,10 @@ class Photo(models.Model):
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # When staff last showed or hid it: a hidden photo without one is still waiting.
+    reviewed_at = models.DateTimeField(_("reviewed"), null=True, blank=True, editable=False)
+
+    objects = PhotoQuerySet.as_manager()
 
     class Meta:
         ordering = ["uploaded_at"]
@@ -1004,6 +1229,51 @@ class Photo(models.Model):
 
     def get_thumbnail_url(self):
         return reverse("requests_app:photo", args=[self.id, "thumb"])
+
+    @classmethod
+    def starts_public(cls, *, kind=Kind.CITIZEN, by=None) -> bool:
+        """Whether a new photo is public from the start.
+
+        With MODERATION_HOLD_PHOTOS_FROM_UNVERIFIED, a resident's photo that came in without
+        a staff member (portal, email, Open311) waits until staff show it; crews' photos and
+        those staff add are public at once, as before.
+        """
+        if kind != cls.Kind.CITIZEN or by is not None:
+            return True
+        return not moderation.hold_photos_from_unverified()
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return not self.is_public and self.reviewed_at is None and self.kind == self.Kind.CITIZEN
+
+    def requests_concerned(self):
+        """Its request, or every request of its work order."""
+        if self.request_id:
+            return ServiceRequest.objects.filter(pk=self.request_id)
+        return ServiceRequest.objects.filter(work_order_id=self.work_order_id)
+
+    def set_public(self, public: bool, *, by=None, reason):
+        """Show (approve) or hide the photo, with a history entry on each request it shows
+        on. Returns False when it already was so (it still counts as reviewed)."""
+        reason = _moderation_reason(reason)
+        public = bool(public)
+        old = self.is_public
+        now = timezone.now()
+        with transaction.atomic():
+            type(self).objects.filter(pk=self.pk).update(is_public=public, reviewed_at=now)
+            self.is_public, self.reviewed_at = public, now
+            if old == public:
+                return False
+            for request in self.requests_concerned():
+                request.record(
+                    HistoryEntry.Action.MODERATION,
+                    by=by,
+                    field=f"photo {str(self.pk)[:8]} is_public",
+                    old=old,
+                    new=public,
+                    note=reason,
+                )
+        return True
 
 
 class IntakeThrottle(models.Model):

@@ -11,8 +11,10 @@ clients work unmodified. Extensions, as implemented elsewhere:
 - a `media` file in a multipart POST becomes the request's photo.
 
 Only public data leaves through here: requests staff hid, hidden photos, internal notes and
-anything about the reporter never do. Submissions go through the portal's intake
-(`request_submit`), so routing, service levels and emails follow exactly as for the web.
+anything about the reporter never do, and residents' words go out as the status page shows
+them (contact details masked, held back while awaiting review: moderation.py). Submissions
+go through the portal's intake (`request_submit`), so routing, service levels and emails
+follow exactly as for the web.
 """
 
 import hashlib
@@ -40,7 +42,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from . import service_area
+from . import moderation, service_area
 from .models import (
     OPEN_STATUSES,
     ApiClient,
@@ -418,18 +420,44 @@ PUBLIC_FIELDS = (
     "district__name",
     "duplicate_of__tracking_number",
     "duplicate_of__is_public",
-    "status_notes",
+    "status_note_id",
+    # Read only to work out the public wording of the description.
+    "public_description_override",
+    "description_approved",
 )
+COMMENT_FIELDS = ("text", "public_text_override", "text_approved", "author_id")
 
 
 def public_requests():
-    """Public requests, with their latest public comment as `status_notes`."""
+    """Public requests, with the id of their latest public comment as `status_note_id`."""
     latest_comment = (
         Comment.objects.filter(request=OuterRef("pk"), is_public=True)
         .order_by("-created_at", "-pk")
-        .values("text")[:1]
+        .values("pk")[:1]
     )
-    return ServiceRequest.objects.public().annotate(status_notes=Subquery(latest_comment))
+    return ServiceRequest.objects.public().annotate(status_note_id=Subquery(latest_comment))
+
+
+def _public_description(row) -> str:
+    return moderation.public_text(
+        row["description"],
+        override=row["public_description_override"],
+        approved=row["description_approved"],
+    )
+
+
+def _public_comment(text, override, approved, author_id) -> str:
+    """Comment.public_text, from a row of COMMENT_FIELDS."""
+    return moderation.public_text(
+        text, override=override, approved=approved, review=author_id is None, kind="comment"
+    )
+
+
+def _status_notes(rows) -> dict[int, str]:
+    """The latest public comment of each request, as the public sees it, by comment id."""
+    ids = [r["status_note_id"] for r in rows if r["status_note_id"]]
+    comments = Comment.objects.filter(pk__in=ids).values_list("pk", *COMMENT_FIELDS)
+    return {pk: _public_comment(*fields) for pk, *fields in comments}
 
 
 def _first_photo_urls(rows) -> dict[int, str]:
@@ -473,11 +501,13 @@ def _notes(rows) -> dict[int, list]:
     for request_id, at, pk, new_value, note in history:
         label = _status_label(new_value)
         kind = "closed" if new_value in (Status.COMPLETED, Status.CLOSED) else "activity"
+        note = moderation.public_text(note, review=False)  # HistoryEntry.public_note
         notes[request_id].append((at, pk, _note(at, kind, f"Status changed to {label}", note)))
     comments = Comment.objects.filter(request_id__in=ids, is_public=True).values_list(
-        "request_id", "created_at", "pk", "text"
+        "request_id", "created_at", "pk", *COMMENT_FIELDS
     )
-    for request_id, at, pk, text in comments:
+    for request_id, at, pk, *fields in comments:
+        text = _public_comment(*fields)
         notes[request_id].append((at, pk, _note(at, "activity", "Public comment", text)))
     return {
         pk: [note for _at, _pk, note in sorted(entries, key=lambda e: e[:2])]
@@ -505,6 +535,7 @@ def serialize_requests(requests, *, extensions=False) -> list[dict]:
     """Open311 request elements for a queryset of public_requests()."""
     rows = list(requests.values(*PUBLIC_FIELDS))
     media = _first_photo_urls(rows)
+    status_notes = _status_notes(rows)
     notes = _notes(rows) if extensions else {}
     tz = timezone.get_current_timezone()
     out = []
@@ -512,10 +543,10 @@ def serialize_requests(requests, *, extensions=False) -> list[dict]:
         row = {
             "service_request_id": r["tracking_number"],
             "status": open311_status(r["status"]),
-            "status_notes": r["status_notes"] or None,
+            "status_notes": status_notes.get(r["status_note_id"]) or None,
             "service_name": r["category__name"],
             "service_code": r["category__code"],
-            "description": r["description"] or None,
+            "description": _public_description(r) or None,
             "agency_responsible": r["department__name"],
             "service_notice": r["category__service_notice"] or None,
             "requested_datetime": w3c(r["created_at"], tz),
@@ -962,7 +993,9 @@ def service_request_updates(request, fmt):
         Comment.objects.filter(comment_window, is_public=True, request__is_public=True)
         .annotate(status_then=Subquery(status_then))
         .order_by("created_at", "pk")
-        .values_list("pk", "created_at", "status_then", "text", "request__tracking_number")[:wanted]
+        .values_list(
+            "pk", "created_at", "status_then", "request__tracking_number", *COMMENT_FIELDS
+        )[:wanted]
     )
     updates = [
         (
@@ -973,7 +1006,7 @@ def service_request_updates(request, fmt):
                 "service_request_id": number,
                 "status": _fms_status(new_value, note, close_reason),
                 "updated_datetime": w3c(at),
-                "description": note or None,
+                "description": moderation.public_text(note, review=False) or None,
                 "media_url": None,
             },
         )
@@ -987,11 +1020,11 @@ def service_request_updates(request, fmt):
                 "service_request_id": number,
                 "status": _fms_status(status or Status.RECEIVED),
                 "updated_datetime": w3c(at),
-                "description": text,
+                "description": _public_comment(*fields),
                 "media_url": None,
             },
         )
-        for pk, at, status, text, number in comments
+        for pk, at, status, number, *fields in comments
     ]
     updates.sort(key=lambda u: u[:2])
     rows = [u[2] for u in updates[(page - 1) * page_size : wanted]]

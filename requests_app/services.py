@@ -97,7 +97,10 @@ def _store_photo(photo, processed: ProcessedPhoto):
 
 
 def photo_attach(request, processed: ProcessedPhoto, *, kind=Photo.Kind.CITIZEN, by=None):
-    photo = _store_photo(Photo(request=request, kind=kind, uploaded_by=by), processed)
+    public = Photo.starts_public(kind=kind, by=by)
+    photo = _store_photo(
+        Photo(request=request, kind=kind, uploaded_by=by, is_public=public), processed
+    )
     request.record(
         HistoryEntry.Action.PHOTO,
         by=by,
@@ -119,13 +122,16 @@ def work_order_add_photo(order, processed: ProcessedPhoto, *, kind, by=None):
 
 
 def request_process_intake(request_id: int) -> bool:
-    """Route a new request and mark its intake done; safe to call any number of times.
+    """Route a new request (locating it first if it came without a pin) and mark its intake
+    done; safe to call any number of times.
 
     The row is locked for the duration so that a task and a sweep running at the same
     moment cannot both route it. Returns False when there was nothing to do.
     """
     from routing.services import request_route
 
+    # Before the lock: finding the place may wait on an outside geocoder.
+    located = _place_for_typed_address(request_id)
     with transaction.atomic():
         request = (
             ServiceRequest.objects.select_for_update()
@@ -135,6 +141,8 @@ def request_process_intake(request_id: int) -> bool:
         )
         if request is None:
             return False
+        if located is not None and not request.has_location:
+            request_locate(request, located)
         request_route(request)
         request_group_duplicates(request)
         request.intake_processed_at = timezone.now()
@@ -142,6 +150,69 @@ def request_process_intake(request_id: int) -> bool:
             intake_processed_at=request.intake_processed_at
         )
     return True
+
+
+@dataclass
+class Located:
+    """Where a request given without a pin is, and how that was found."""
+
+    place: object  # routing.geocoding.Place
+    found_by: str
+    address: str = ""  # the address, when it was found in the description
+
+
+def _place_for_typed_address(request_id) -> Located | None:
+    """A position for a request that came with an address but no pin, by every channel.
+
+    The city's gazetteer first: the source's address id, or the typed address when it
+    matches exactly or clearly (see routing.geocoding.address_geocode); with no address,
+    one written in the description (an email). Then, if configured, the outside geocoder
+    — only here, in the worker, with a short timeout. Nothing found: the request keeps no
+    position, for staff to confirm.
+    """
+    from routing.geocoding import address_geocode, address_in_text, geocoder_lookup
+
+    request = (
+        ServiceRequest.objects.filter(
+            pk=request_id, intake_processed_at__isnull=True, lat__isnull=True
+        )
+        .only("address", "address_id", "description")
+        .first()
+    )
+    if request is None:
+        return None
+    if request.address or request.address_id:
+        place = address_geocode(request.address, address_id=request.address_id)
+        if place is not None:
+            return Located(place, "the address gazetteer")
+    elif found := address_in_text(request.description):
+        return Located(found[1], "the address gazetteer", address=found[0])
+    if request.address:
+        place = geocoder_lookup(request.address)
+        if place is not None:
+            return Located(place, "the outside geocoder")
+    return None
+
+
+def request_locate(request, located: Located):
+    """Give the request the position found for its address. The caller holds the row lock."""
+    place = located.place
+    changes = {"lat": place.lat, "lng": place.lng}
+    if located.address and not request.address:
+        changes["address"] = located.address[:255]
+    if place.address_id and not request.address_id:
+        changes["address_id"] = place.address_id
+    for name, value in changes.items():
+        setattr(request, name, value)
+    ServiceRequest.objects.filter(pk=request.pk).update(**changes, updated_at=timezone.now())
+    request.record(
+        HistoryEntry.Action.FIELD,
+        actor="Geocoding",
+        field="location",
+        new=f"{place.lat:.6f}, {place.lng:.6f}",
+        note=f"Located from the address “{request.address}”: {place.label}, "
+        f"found by {located.found_by}",
+    )
 
 
 def intake_sweep(older_than, batch=200) -> int:

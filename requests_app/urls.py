@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views
+from . import views, withdraw_views
 
 
 class TrackingNumberConverter:
@@ -24,4 +24,5 @@ urlpatterns = [
     path("track/", views.lookup, name="lookup"),
     path("requests/<tracking:tracking_number>/", views.status, name="status"),
     path("photos/<uuid:photo_id>/<str:size>/", views.photo, name="photo"),
+    path("requests/withdraw/<str:token>/", withdraw_views.withdraw, name="withdraw"),
 ]

@@ -17,10 +17,17 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from notifications.models import ServiceNotice
 from notifications.services import notices_for
+from routing.geocoding import address_search, place_get
 
 from . import grouping, service_area
 from .access import photo_for_viewer_or_404, public_request_or_404
-from .forms import FollowForm, NearbyQueryForm, ReportForm, TrackingLookupForm
+from .forms import (
+    FollowForm,
+    MapPositionForm,
+    NearbyQueryForm,
+    ReportForm,
+    TrackingLookupForm,
+)
 from .models import Channel, IntakeThrottle, Photo, ServiceCategory, ServiceRequest
 from .services import Intake, request_submit
 
@@ -70,6 +77,7 @@ def home(request):
             "map_cells": _open_request_cells(),
             "map_settings": _map_settings(),
             "open_count": ServiceRequest.objects.open().public().count(),
+            "address_text": _address_text(),
         },
     )
 
@@ -105,6 +113,8 @@ def _client_ip(request):
 @require_http_methods(["GET", "POST"])
 def report(request):
     if request.method == "POST":
+        if "find_address" in request.POST or "pick_address" in request.POST:
+            return _address_step(request)
         form = ReportForm(request.POST, request.FILES)
         within_limit = request.user.is_staff or IntakeThrottle.hit(
             f"report:{_client_ip(request)}",
@@ -165,7 +175,39 @@ def report(request):
     category = ServiceCategory.objects.active().filter(code=request.GET.get("category")).first()
     if category:
         initial["category"] = category.pk
-    return render(request, "requests_app/report.html", _report_context(ReportForm(initial=initial)))
+    # From the home page: a place picked on its map, or an address to look up.
+    address = request.GET.get("address", "").strip()[:255]
+    if address:
+        initial["address"] = address
+    matches = None
+    position = MapPositionForm(request.GET)
+    if position.is_valid():
+        initial.update({k: f"{v:.6f}" for k, v in position.cleaned_data.items()})
+    elif address:
+        matches = address_search(address)
+    context = _report_context(ReportForm(initial=initial), address_matches=matches)
+    return render(request, "requests_app/report.html", context)
+
+
+def _address_step(request):
+    """Finding the address without JavaScript: the matches for what was typed, as buttons;
+    picking one puts its position on the form. Nothing is filed, so the report's own fields
+    are not judged yet: an unbound form keeps what was typed, without errors."""
+    skip = {"website", "csrfmiddlewaretoken", "find_address", "pick_address", "file_anyway"}
+    values = {k: v for k, v in request.POST.items() if k not in skip}
+    picked = place_get(request.POST.get("pick_address", ""))
+    matches = None
+    if picked is not None:
+        values.update(address=picked.label, lat=f"{picked.lat:.6f}", lng=f"{picked.lng:.6f}")
+    else:
+        matches = address_search(values.get("address", ""))
+    context = _report_context(
+        ReportForm(initial=values),
+        address_matches=matches,
+        address_picked=picked,
+        photos_dropped=bool(request.FILES),
+    )
+    return render(request, "requests_app/report.html", context)
 
 
 def _follow(request):
@@ -228,7 +270,7 @@ def _nearby_rows(nearby):
                 timezone.localtime(n.request.created_at), "SHORT_DATETIME_FORMAT"
             ),
             "address": n.request.address,
-            "description": truncatechars(n.request.description, 140),
+            "description": truncatechars(n.request.public_description, 140),
             "thumbnails": thumbnails.get(n.request.pk, [])[:3],
         }
         for n in nearby
@@ -249,10 +291,41 @@ def nearby(request):
     )
 
 
-def _report_context(form, *, nearby=(), notices=(), photos_dropped=False, follow_errors=()):
+def _address_text():
+    """Words for static/portal/address.js, in the resident's language."""
+    return {
+        "count": _("%(count)s matches. Use the up and down arrows to choose one."),
+        "one": _("1 match. Press the down arrow to choose it."),
+        "none": _(
+            "No address found. You can send the address as you typed it, or place the pin "
+            "on the map."
+        ),
+        "picked": _("The pin is now at %(label)s."),
+        "picked_street": _(
+            "The pin is now in the middle of %(label)s. Move it to where the problem is."
+        ),
+        "filled": _("Address filled in from the pin: %(label)s."),
+        "street": _("whole street"),
+    }
+
+
+def _report_context(
+    form,
+    *,
+    nearby=(),
+    notices=(),
+    photos_dropped=False,
+    follow_errors=(),
+    address_matches=None,
+    address_picked=None,
+):
     return {
         "form": form,
         "map_settings": _map_settings(),
+        # The no-JS address step: None when no search was made, else the matches.
+        "address_matches": address_matches,
+        "address_picked": address_picked,
+        "address_text": _address_text(),
         "nearby": _nearby_rows(nearby) if nearby else [],
         "service_notices": list(notices),
         "step_two": bool(nearby or notices or follow_errors),

@@ -34,6 +34,14 @@
 
   window.civicdeskHomeMap = function (map) {
     fitServiceArea(map);
+    // An address picked in the search box above the map (address.js).
+    var found = null;
+    document.addEventListener("civicdesk:address-picked", function (event) {
+      var place = event.detail;
+      if (found) found.setLatLng([place.lat, place.lng]);
+      else found = L.marker([place.lat, place.lng], { keyboard: false }).addTo(map);
+      map.setView([place.lat, place.lng], place.kind === "street" ? 16 : 18);
+    });
     var cells = readJSON("map-cells") || [];
     cells.forEach(function (cell) {
       var radius = Math.min(28, 8 + Math.sqrt(cell.count) * 4);
@@ -60,7 +68,9 @@
     var locateButton = document.getElementById("use-my-location");
     var pin = null;
 
-    function place(lat, lng, zoom, options) {
+    // `source` says who placed the pin ("map", "device", "search", "initial"): address.js
+    // fills in the address at the pin except after a search, which filled it already.
+    function place(lat, lng, zoom, options, source) {
       latInput.value = lat.toFixed(6);
       lngInput.value = lng.toFixed(6);
       if (pin) pin.setLatLng([lat, lng]);
@@ -68,27 +78,35 @@
         pin = L.marker([lat, lng], { draggable: true }).addTo(map);
         pin.on("dragend", function () {
           var position = pin.getLatLng();
-          place(position.lat, position.lng);
+          place(position.lat, position.lng, null, null, "map");
         });
       }
       if (zoom) map.setView([lat, lng], zoom, options);
       statusText.textContent = TEXT.pinPlaced + " " + lat.toFixed(5) + ", " + lng.toFixed(5);
-      document.dispatchEvent(new CustomEvent("civicdesk:location", { detail: { lat: lat, lng: lng } }));
+      document.dispatchEvent(new CustomEvent("civicdesk:location", {
+        detail: { lat: lat, lng: lng, source: source || "map" }
+      }));
     }
 
     if (latInput.value && lngInput.value) {
-      place(parseFloat(latInput.value), parseFloat(lngInput.value), 17, NOW);
+      place(parseFloat(latInput.value), parseFloat(lngInput.value), 17, NOW, "initial");
     } else {
       fitServiceArea(map);
     }
-    map.on("click", function (event) { place(event.latlng.lat, event.latlng.lng); });
+    map.on("click", function (event) { place(event.latlng.lat, event.latlng.lng, null, null, "map"); });
+    document.addEventListener("civicdesk:address-picked", function (event) {
+      var found = event.detail;
+      place(found.lat, found.lng, found.kind === "street" ? 17 : 18, null, "search");
+    });
 
     if (navigator.geolocation && locateButton) {
       locateButton.hidden = false;
       locateButton.addEventListener("click", function () {
         statusText.textContent = TEXT.finding;
         navigator.geolocation.getCurrentPosition(
-          function (position) { place(position.coords.latitude, position.coords.longitude, 17); },
+          function (position) {
+            place(position.coords.latitude, position.coords.longitude, 17, null, "device");
+          },
           function () { statusText.textContent = TEXT.unavailable; },
           { enableHighAccuracy: true, timeout: 10000 }
         );

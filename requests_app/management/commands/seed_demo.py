@@ -5,6 +5,7 @@ import random
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
@@ -347,6 +348,7 @@ class Command(BaseCommand):
         self._staff(departments)
         self._sla_policies(departments)
         self._districts()
+        call_command("seed_addresses", stdout=self.stdout)
         self.crews = self._crews(departments)
         self._rules(departments)
 
