@@ -10,8 +10,12 @@ COPY notifications ./notifications
 COPY surveys ./surveys
 RUN pip install --no-cache-dir .
 COPY . .
-RUN DEBUG=1 python manage.py collectstatic --no-input
-RUN useradd --create-home civicdesk && mkdir -p /data/media && chown -R civicdesk /data /app
+# With production settings, so that WhiteNoise's manifest (hashed, compressed files) is
+# written: DEBUG=1 would collect plain files and every page would fail on the missing
+# manifest. The key is thrown away with this build step.
+RUN DEBUG=0 SECRET_KEY=collectstatic-only-not-a-real-key ALLOWED_HOSTS=localhost \
+    python manage.py collectstatic --no-input
+RUN useradd --create-home civicdesk && mkdir -p /data/media /data/var && chown -R civicdesk /data /app
 USER civicdesk
 EXPOSE 8000
-CMD ["gunicorn", "civicdesk.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "civicdesk.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "30"]

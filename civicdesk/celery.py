@@ -1,7 +1,7 @@
 import logging
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "civicdesk.settings")
@@ -21,6 +21,16 @@ app.conf.beat_schedule = {
         "schedule": crontab(hour=7, minute=0),
     },
     "purge-old-throttle-windows": {"task": "requests_app.tasks.purge_throttle", "schedule": 3600.0},
+    # Read by /health/. A stamp that waited in the queue longer than its interval is no news.
+    "worker-heartbeat": {
+        "task": "requests_app.tasks.heartbeat",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
+    "anonymise-reporter-contacts": {
+        "task": "requests_app.tasks.anonymise_reporter_contacts",
+        "schedule": crontab(hour=3, minute=15),
+    },
 }
 
 logger = logging.getLogger(__name__)
@@ -43,3 +53,70 @@ def enqueue_on_commit(task, *args):
             )
 
     transaction.on_commit(send)
+
+
+# --- Request ids and JSON logs in the worker ----------------------------------------------
+# A task enqueued while handling an HTTP request carries that request's id in a message
+# header, and the worker's log lines for the task show it.
+
+
+@signals.before_task_publish.connect
+def _send_request_id(headers=None, **kwargs):
+    from requests_app.middleware import request_id
+
+    current = request_id.get()
+    if current and headers is not None:
+        headers.setdefault("request_id", current)
+
+
+@signals.task_prerun.connect
+def _take_request_id(task=None, **kwargs):
+    from requests_app.middleware import request_id
+
+    task.request.civicdesk_request_id_token = request_id.set(
+        getattr(task.request, "request_id", None) or ""
+    )
+
+
+@signals.task_postrun.connect
+def _drop_request_id(task=None, **kwargs):
+    from requests_app.middleware import request_id
+
+    token = getattr(task.request, "civicdesk_request_id_token", None)
+    if token is not None:
+        request_id.reset(token)
+
+
+class _TaskFields(logging.Filter):
+    def filter(self, record):
+        from celery import current_task
+
+        task = current_task if current_task and current_task.request.id else None
+        record.task_name = task.name if task else None
+        record.task_id = task.request.id if task else None
+        return True
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_worker_logs(logger=None, **kwargs):
+    """Celery installs its own handlers in the worker; with LOG_FORMAT=json they write JSON
+    lines like the web processes', with the request id and the task."""
+    from django.conf import settings
+
+    if settings.LOG_FORMAT != "json":
+        return
+    from pythonjsonlogger.json import JsonFormatter
+
+    from requests_app.middleware import RequestIdFilter
+
+    json_settings = settings.LOGGING["formatters"]["json"]
+    for handler in logger.handlers:
+        handler.setFormatter(
+            JsonFormatter(
+                json_settings["fmt"] + " %(task_name)s %(task_id)s",
+                rename_fields=json_settings["rename_fields"],
+            )
+        )
+        handler.addFilter(RequestIdFilter())
+        handler.addFilter(_TaskFields())

@@ -7,11 +7,13 @@ that have no safe default must be given or start-up fails.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("CIVICDESK_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -46,6 +48,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "leaflet",
     "anymail",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "requests_app",
     "routing",
     "notifications",
@@ -53,6 +58,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every log line of the request, redirects included, carries its id.
+    "requests_app.middleware.RequestIdMiddleware",
+    "requests_app.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -60,8 +68,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "requests_app.middleware.StaffTwoFactorMiddleware",
+    "requests_app.middleware.PrivateResponseMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns the lockout flag set during authentication into the 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "civicdesk.urls"
@@ -102,15 +115,48 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # An unreachable server must fail a request (and /health/) in seconds, not after the
+    # operating system's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Staff sign-in ----------------------------------------------------------------------
+# Only staff have accounts (residents sign in with emailed links), so the minimum applies
+# to staff.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked-out username and address before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "admin:login"
+# django-axes: after AXES_FAILURE_LIMIT wrong passwords for one username from one address,
+# that pair is refused (HTTP 429) for AXES_COOLOFF_MINUTES. Attempts are counted in the
+# database, so every gunicorn worker sees them. `manage.py axes_reset` unlocks everyone.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Sign-ins, failures and lockouts are logged by requests_app.staff_auth, with the address.
+AXES_VERBOSE = False
+# The same client address as the intake throttle (honours USE_X_FORWARDED_FOR).
+AXES_CLIENT_IP_CALLABLE = "requests_app.staff_auth.client_ip"
+# Two-factor sign-in (django-otp, TOTP): staff with a confirmed authenticator device must
+# give its code at the admin login; with REQUIRE_STAFF_2FA, staff without one cannot sign in.
+REQUIRE_STAFF_2FA = env.bool("REQUIRE_STAFF_2FA", default=False)
+OTP_TOTP_ISSUER = f"CivicDesk {CITY_NAME}"
+# Enrolment is an administrator adding a device and showing its QR code in the admin, so the
+# QR code must stay viewable (by those with the TOTP device permissions: superusers).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = False
 
 # --- Language and time ------------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -125,8 +171,38 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Photos and exports go to an S3-compatible bucket (AWS, MinIO, Ceph, …) when one is named,
+# to MEDIA_ROOT otherwise.
+MEDIA_S3_BUCKET = env.str("AWS_STORAGE_BUCKET_NAME", default="") or env.str(
+    "MEDIA_S3_BUCKET", default=""
+)
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": MEDIA_S3_BUCKET,
+                "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+                "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+                # Without keys boto3 finds its own (instance role, ~/.aws, AWS_* variables).
+                "access_key": env.str("AWS_S3_ACCESS_KEY_ID", default="")
+                or env.str("AWS_ACCESS_KEY_ID", default="")
+                or None,
+                "secret_key": env.str("AWS_S3_SECRET_ACCESS_KEY", default="")
+                or env.str("AWS_SECRET_ACCESS_KEY", default="")
+                or None,
+                "location": env.str("AWS_LOCATION", default=""),
+                # Photos are served through a view that checks who may see them: keep the
+                # bucket private; any URL to an object is signed and expires.
+                "default_acl": env.str("AWS_DEFAULT_ACL", default="") or None,
+                "querystring_auth": True,
+                # Two uploads with one name must not replace each other's photo.
+                "file_overwrite": False,
+            },
+        }
+        if MEDIA_S3_BUCKET
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -177,6 +253,12 @@ else:
         "polling_interval": 0.2,  # a folder cannot notify; poll often enough to feel instant
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Email has a queue of its own, so that a slow or failing provider never delays routing and
+# the SLA sweep. A worker started without -Q consumes both; to scale out, start workers
+# with -Q celery and -Q email.
+CELERY_TASK_QUEUES = [Queue("celery", routing_key="celery"), Queue("email", routing_key="email")]
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "email"}}
 CELERY_IMPORTS = ["requests_app.export_tasks"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -187,6 +269,35 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE
 # How long after intake the sweep treats unfinished work as lost in transit.
 INTAKE_SWEEP_GRACE_SECONDS = env.int("INTAKE_SWEEP_GRACE_SECONDS", default=60)
+
+# --- Caches -----------------------------------------------------------------------------
+# "default" stays per process. "shared" is seen by every web and worker process (Redis, or
+# a folder under var/ when embedded): the worker's heartbeat for /health/ lives there.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "civicdesk",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    ),
+}
+
+# --- Health and retention ---------------------------------------------------------------
+# /health/ answers 503 when the worker's heartbeat (stamped every 30 s) is older than this.
+HEALTH_WORKER_STALE_SECONDS = env.int("HEALTH_WORKER_STALE_SECONDS", default=180)
+# …and reports emails still pending after this many minutes as a backlog.
+HEALTH_OUTBOX_BACKLOG_MINUTES = env.int("HEALTH_OUTBOX_BACKLOG_MINUTES", default=10)
+# Reporter name, email and phone (and followers' addresses) of requests completed or closed
+# this many days ago are anonymised by a daily task; 0 keeps them for ever.
+RETENTION_REPORTER_CONTACT_DAYS = env.int("RETENTION_REPORTER_CONTACT_DAYS", default=365)
 
 # --- The portal -------------------------------------------------------------------------
 # Service area as "min_lng,min_lat,max_lng,max_lat", or a GeoJSON (Multi)Polygon file.
@@ -214,6 +325,15 @@ USE_X_FORWARDED_FOR = env.bool("USE_X_FORWARDED_FOR", default=False)
 # A Nominatim-compatible search URL, asked in the background when the gazetteer has no match.
 GEOCODER_URL = env.str("GEOCODER_URL", default="")
 
+# What the public sees (requests_app/moderation.py). Unset: the built-in word list;
+# "none": no list. Words ending in * match as stems.
+MODERATION_BLOCKED_WORDS = env.list("MODERATION_BLOCKED_WORDS", default=None)
+# Residents' photos wait for staff before the public sees them (staff see them at once).
+MODERATION_HOLD_PHOTOS_FROM_UNVERIFIED = env.bool(
+    "MODERATION_HOLD_PHOTOS_FROM_UNVERIFIED", default=False
+)
+WITHDRAW_LINK_MAX_AGE_DAYS = env.int("WITHDRAW_LINK_MAX_AGE_DAYS", default=90)
+
 LEAFLET_CONFIG = {
     "DEFAULT_CENTER": (
         (SERVICE_AREA_BBOX[1] + SERVICE_AREA_BBOX[3]) / 2,
@@ -237,17 +357,52 @@ LEAFLET_CONFIG = {
 }
 
 # --- Production hardening ---------------------------------------------------------------
+# TLS ends at the reverse proxy, which must set X-Forwarded-Proto (and overwrite any the
+# client sent). `manage.py check --deploy` is clean with these defaults.
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Load balancers and container health checks probe over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^health/$"]
     SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is all but irreversible and binds every subdomain of the city's domain,
+        # so it is the city's decision (SECURE_HSTS_PRELOAD=1), not a default.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_HTTPONLY = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+# --- Logging ----------------------------------------------------------------------------
+# One JSON object per line in production (LOG_FORMAT=json, the default with DEBUG off), plain
+# text in development; every line carries the request id (see requests_app/middleware.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
+# A line per request from Django itself (gunicorn's access log cannot write JSON safely).
+ACCESS_LOG = env.bool("ACCESS_LOG", default=not DEBUG)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "requests_app.middleware.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -5,7 +5,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import services
+from .health import heartbeat_stamp
 from .models import IntakeThrottle
+from .retention import reporter_contacts_anonymise
 
 
 @shared_task
@@ -28,3 +30,14 @@ def sweep_sla():
     from .sla import sla_sweep
 
     return sla_sweep()
+
+
+@shared_task
+def heartbeat():
+    """Stamped by whichever worker takes it: /health/ reads how long ago that was."""
+    return heartbeat_stamp()
+
+
+@shared_task
+def anonymise_reporter_contacts():
+    return reporter_contacts_anonymise()
