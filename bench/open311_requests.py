@@ -145,7 +145,9 @@ def _fill(connection, category_ids, department_id, count):
                 reporter_account_id, address_id, import_source, external_id, language,
                 created_at, updated_at, expected_at, sla_paused_seconds, escalation_level,
                 duplicate_confirmed, intake_processed_at)
-            SELECT 'CD-2222-' || substr(%s, 1 + (i / 24389) %% 29, 1)
+            SELECT 'CD-22' || substr(%s, 1 + (i / 20511149) %% 29, 1)
+                   || substr(%s, 1 + (i / 707281) %% 29, 1)
+                   || '-' || substr(%s, 1 + (i / 24389) %% 29, 1)
                    || substr(%s, 1 + (i / 841) %% 29, 1) || substr(%s, 1 + (i / 29) %% 29, 1)
                    || substr(%s, 1 + i %% 29, 1),
                    (%s::bigint[])[1 + i %% %s], %s,
@@ -162,7 +164,7 @@ def _fill(connection, category_ids, department_id, count):
                    0, 0, false, now()
             FROM generate_series(1, %s) AS i
             """,
-            [*[ALPHABET] * 4, category_ids, len(category_ids), department_id, *[count] * 4],
+            [*[ALPHABET] * 6, category_ids, len(category_ids), department_id, *[count] * 4],
         )
         # A public comment on every third request, an internal note on every fifth, a
         # status change on every second, a photo on every fourth.

@@ -141,11 +141,13 @@ def _fill(connection, category_id, department_id, offset, count):
         cursor.execute(
             """
             INSERT INTO requests_app_servicerequest (
-                tracking_number, category_id, department_id, description, lat, lng, address, channel, status,
-                priority, forward_count, close_reason, is_public, reporter_name, reporter_email,
-                reporter_phone, language, created_at, updated_at, due_at, at_risk_at,
-                next_escalation_at, sla_paused_seconds, escalation_level, duplicate_confirmed,
-                intake_processed_at, reporter_device_id, reporter_account_id, address_id,
+                tracking_number, category_id, department_id, description, lat,
+                lng, address, channel, status, priority, forward_count,
+                close_reason, is_public, reporter_name, reporter_email,
+                reporter_phone, language, created_at, updated_at, due_at,
+                at_risk_at, next_escalation_at, sla_paused_seconds,
+                escalation_level, duplicate_confirmed, intake_processed_at,
+                reporter_device_id, reporter_account_id, address_id,
                 import_source, external_id)
             SELECT 'B-' || i, %s, %s, 'bench', 42.3 + (i %% 1000) / 10000.0, -71.1, '', 'web',
                    'assigned', 2, 0, '', true, '', '', '', 'en', now(), now(),

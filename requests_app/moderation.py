@@ -75,17 +75,17 @@ def mask_contact_details(text: str) -> str:
     """`text` with email addresses and phone numbers replaced by a placeholder."""
     if not text:
         return text or ""
-    email_placeholder = _("[email address hidden]")
-    phone_placeholder = _("[phone number hidden]")
+    # The placeholders are translated only when something is hidden: most texts have
+    # nothing to mask, and a feed masks a thousand of them.
     if "@" in text:
-        text = _EMAIL.sub(email_placeholder, text)
+        text = _EMAIL.sub(lambda match: _("[email address hidden]"), text)
     if _digits(text) < _MIN_DIGITS:
         return text
 
     def phone(match):
         found = match.group(0)
         if _MIN_DIGITS <= _digits(found) <= _MAX_DIGITS:
-            return phone_placeholder
+            return _("[phone number hidden]")
         return found
 
     for pattern in _PHONES:
