@@ -5,3 +5,6 @@ from django.utils.translation import gettext_lazy as _
 class RequestsAppConfig(AppConfig):
     name = "requests_app"
     verbose_name = _("Service requests")
+
+    def ready(self):
+        from . import lookups  # noqa: F401  (registers field__any_of)

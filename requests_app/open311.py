@@ -456,7 +456,7 @@ def _public_comment(text, override, approved, author_id) -> str:
 def _status_notes(rows) -> dict[int, str]:
     """The latest public comment of each request, as the public sees it, by comment id."""
     ids = [r["status_note_id"] for r in rows if r["status_note_id"]]
-    comments = Comment.objects.filter(pk__in=ids).values_list("pk", *COMMENT_FIELDS)
+    comments = Comment.objects.filter(pk__any_of=ids).values_list("pk", *COMMENT_FIELDS)
     return {pk: _public_comment(*fields) for pk, *fields in comments}
 
 
@@ -467,7 +467,7 @@ def _first_photo_urls(rows) -> dict[int, str]:
     first_by_request, first_by_order = {}, {}
     photos = (
         Photo.objects.filter(is_public=True)
-        .filter(Q(request_id__in=ids) | Q(work_order_id__in=orders))
+        .filter(Q(request_id__any_of=ids) | Q(work_order_id__any_of=orders))
         .order_by("uploaded_at")
         .values_list("id", "request_id", "work_order_id", "uploaded_at")
     )
@@ -496,14 +496,14 @@ def _notes(rows) -> dict[int, list]:
         for r in rows
     }
     history = HistoryEntry.objects.filter(
-        request_id__in=ids, is_public=True, action=HistoryEntry.Action.STATUS
+        request_id__any_of=ids, is_public=True, action=HistoryEntry.Action.STATUS
     ).values_list("request_id", "at", "pk", "new_value", "note")
     for request_id, at, pk, new_value, note in history:
         label = _status_label(new_value)
         kind = "closed" if new_value in (Status.COMPLETED, Status.CLOSED) else "activity"
         note = moderation.public_text(note, review=False)  # HistoryEntry.public_note
         notes[request_id].append((at, pk, _note(at, kind, f"Status changed to {label}", note)))
-    comments = Comment.objects.filter(request_id__in=ids, is_public=True).values_list(
+    comments = Comment.objects.filter(request_id__any_of=ids, is_public=True).values_list(
         "request_id", "created_at", "pk", *COMMENT_FIELDS
     )
     for request_id, at, pk, *fields in comments:
