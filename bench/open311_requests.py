@@ -38,7 +38,11 @@ def main():
     psql(f"CREATE DATABASE {DB}")
     os.environ.update(
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB}",
-        DEBUG="1",
+        # Production settings: DEBUG would record every query and slow the figures down.
+        DEBUG="0",
+        SECRET_KEY="bench-" + "x" * 44,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",
         CIVICDESK_VAR_DIR="/tmp/civicdesk-bench-var",
         LOG_LEVEL="WARNING",
     )

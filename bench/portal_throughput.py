@@ -86,6 +86,7 @@ def bench_environment(args, var_dir: Path, database_url: str) -> dict:
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
         # Plain HTTP on loopback: a browser would not send back a Secure cookie.
         SECURE_COOKIES="0",
+        SECURE_SSL_REDIRECT="0",
         # Each submission comes from its own address, as behind the production proxy;
         # the limit is lifted anyway so a long run can never trip it.
         USE_X_FORWARDED_FOR="1",

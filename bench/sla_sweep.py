@@ -45,7 +45,10 @@ def main():
     )
     os.environ.update(
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB}",
-        DEBUG="1",
+        # Production settings: DEBUG would record every query and slow the figures down.
+        DEBUG="0",
+        SECRET_KEY="bench-" + "x" * 44,
+        ALLOWED_HOSTS="127.0.0.1",
         CIVICDESK_VAR_DIR="/tmp/civicdesk-bench-var",
         LOG_LEVEL="WARNING",
     )
