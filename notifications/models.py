@@ -50,6 +50,10 @@ class Notification(models.Model):
     body_text = models.TextField()
     body_html = models.TextField(blank=True)
     headers = models.JSONField(default=dict, blank=True)
+    # An email may be written when it is sent rather than when it is queued (the receipt:
+    # writing it would slow every submission down). Until then its subject and bodies are
+    # empty, and this holds what they are written from besides the request.
+    render_context = models.JSONField(default=dict, blank=True)
     status = models.CharField(
         _("status"), max_length=10, choices=Status.choices, default=Status.PENDING
     )
@@ -76,6 +80,10 @@ class Notification(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} to {self.recipient}"
+
+    @property
+    def is_written(self) -> bool:
+        return bool(self.body_text)
 
     def backoff(self) -> timedelta:
         return timedelta(seconds=min(30 * 2 ** max(self.attempts - 1, 0), 3600))

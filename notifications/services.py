@@ -157,21 +157,29 @@ def _resident_headers(unsubscribe: str) -> dict:
     return headers
 
 
-def notification_queue(request, kind, template, context, recipients=None) -> list[Notification]:
-    """Write one outbox row per resident recipient; each is sent after commit."""
+def notification_queue(
+    request, kind, template, context, recipients=None, *, write_now=True
+) -> list[Notification]:
+    """Write one outbox row per resident recipient; each is sent after commit.
+
+    With write_now=False the row is stored unwritten and the send task writes it (see
+    Notification.render_context): the context must then be JSON.
+    """
     recipients = resident_recipients(request) if recipients is None else recipients
     notifications = []
     for recipient in recipients:
         unsubscribe = unsubscribe_url(request, recipient.email)
-        personal = {
-            "request": request,
-            "status_url": absolute_url(request.get_absolute_url()),
-            "recipient": recipient,
-            "greeting_name": recipient.name if recipient.is_reporter else "",
-            "unsubscribe_url": unsubscribe,
-            **context,
-        }
-        subject, text, html = render_email(template, personal, recipient.language)
+        if write_now:
+            subject, text, html = _write(request, template, recipient, unsubscribe, context)
+            later = {}
+        else:
+            subject = text = html = ""
+            later = {
+                "is_reporter": recipient.is_reporter,
+                "name": recipient.name,
+                "unsubscribe_url": unsubscribe,
+                "context": context,
+            }
         notifications.append(
             _create(
                 request=request,
@@ -183,9 +191,40 @@ def notification_queue(request, kind, template, context, recipients=None) -> lis
                 body_text=text,
                 body_html=html,
                 headers=_resident_headers(unsubscribe),
+                render_context=later,
             )
         )
     return notifications
+
+
+def _write(request, template, recipient, unsubscribe, context) -> tuple[str, str, str]:
+    personal = {
+        "request": request,
+        "status_url": absolute_url(request.get_absolute_url()),
+        "recipient": recipient,
+        "greeting_name": recipient.name if recipient.is_reporter else "",
+        "unsubscribe_url": unsubscribe,
+        **context,
+    }
+    return render_email(template, personal, recipient.language)
+
+
+def _write_queued(notification):
+    """Write an email that was queued unwritten, as of now; the caller saves the row."""
+    later = notification.render_context
+    recipient = Recipient(
+        notification.recipient,
+        notification.language,
+        is_reporter=later.get("is_reporter", False),
+        name=later.get("name", ""),
+    )
+    notification.subject, notification.body_text, notification.body_html = _write(
+        notification.request,
+        notification.template,
+        recipient,
+        later.get("unsubscribe_url", ""),
+        later.get("context", {}),
+    )
 
 
 def _create(**fields) -> Notification:
@@ -197,7 +236,11 @@ def _create(**fields) -> Notification:
 
 
 def notify_request_received(request):
-    return notification_queue(request, Notification.Kind.RECEIVED, "request_received", {})
+    # Written by the send task: every submission queues one, and rendering three
+    # templates would be most of the cost of submitting.
+    return notification_queue(
+        request, Notification.Kind.RECEIVED, "request_received", {}, write_now=False
+    )
 
 
 STATUS_TEMPLATES = {
@@ -480,6 +523,8 @@ def notification_send(notification_id: int) -> str:
             notification.last_error = f"Not sent: the address is undeliverable ({suppressed})"
             notification.save(update_fields=["status", "last_error"])
             return SendOutcome.FAILED
+        if not notification.is_written:
+            _write_queued(notification)
         message = EmailMultiAlternatives(
             subject=notification.subject,
             body=notification.body_text,

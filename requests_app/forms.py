@@ -53,7 +53,9 @@ class LocationFormMixin:
 
 class ReportForm(LocationFormMixin, forms.Form):
     category = forms.ModelChoiceField(
-        queryset=ServiceCategory.objects.active(), label=_("What is the problem?")
+        # With what a new request's deadlines are worked out from, in one go.
+        queryset=ServiceCategory.objects.active().with_service_level(),
+        label=_("What is the problem?"),
     )
     description = forms.CharField(
         label=_("Describe it"),

@@ -190,6 +190,12 @@ class ServiceCategoryQuerySet(models.QuerySet):
     def active(self):
         return self.filter(is_active=True)
 
+    def with_service_level(self):
+        """Categories with their SLA policy, ladder and calendar loaded (see sla.targets_for)."""
+        return self.select_related("sla_policy__calendar").prefetch_related(
+            "sla_policy__steps", "sla_policy__calendar__holidays"
+        )
+
 
 class ServiceCategory(models.Model):
     code = models.SlugField(_("code"), max_length=50, unique=True)

@@ -69,7 +69,7 @@ class BusinessClock:
         self.zone = ZoneInfo(calendar.time_zone)
         self.weekdays = calendar.working_weekdays
         self.starts, self.ends = calendar.day_starts, calendar.day_ends
-        self.holidays = set(calendar.holidays.values_list("date", flat=True))
+        self.holidays = {holiday.date for holiday in calendar.holidays.all()}  # prefetchable
         if not self.weekdays:
             raise ValueError("A working calendar needs at least one working day")
 

@@ -167,8 +167,19 @@ def report(request):
                     photos=form.processed_photos,
                 )
             )
-            request.session["submitted"] = service_request.tracking_number
-            return redirect("requests_app:confirmation", service_request.tracking_number)
+            response = redirect("requests_app:confirmation", service_request.tracking_number)
+            # A signed cookie rather than the session: an anonymous resident needs no
+            # session row just to be thanked on the next page.
+            response.set_signed_cookie(
+                SUBMITTED_COOKIE,
+                service_request.tracking_number,
+                salt=SUBMITTED_COOKIE,
+                max_age=3600,
+                secure=request.is_secure(),
+                httponly=True,
+                samesite="Lax",
+            )
+            return response
         return render(request, "requests_app/report.html", _report_context(form), status=400)
 
     initial = {}
@@ -341,6 +352,9 @@ def _report_context(
     }
 
 
+SUBMITTED_COOKIE = "submitted"
+
+
 @require_GET
 def confirmation(request, tracking_number):
     service_request = public_request_or_404(tracking_number)
@@ -349,7 +363,10 @@ def confirmation(request, tracking_number):
         "requests_app/confirmation.html",
         {
             "service_request": service_request,
-            "just_submitted": request.session.get("submitted") == tracking_number,
+            "just_submitted": request.get_signed_cookie(
+                SUBMITTED_COOKIE, default=None, salt=SUBMITTED_COOKIE, max_age=3600
+            )
+            == tracking_number,
         },
     )
 

@@ -141,4 +141,9 @@ def test_spanish_reporter_gets_spanish_email(pothole):
     request = submit(pothole, reporter_email="ana@example.org", language="es")
     notification = Notification.objects.get(request=request)
     assert notification.language == "es"
-    assert "Recibimos" in notification.subject or "recibimos" in notification.subject
+    notification_send(notification.pk)  # the receipt is written when it is sent
+
+    notification.refresh_from_db()
+    (sent,) = mail.outbox
+    assert "Recibimos" in sent.subject or "recibimos" in sent.subject
+    assert notification.subject == sent.subject and "CD-" in notification.body_text

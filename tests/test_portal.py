@@ -1,6 +1,7 @@
 """The resident portal: reporting a problem, the confirmation and the public status page."""
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from requests_app.models import IntakeThrottle, ServiceRequest, Status
@@ -99,6 +100,23 @@ def test_successful_report_redirects_to_confirmation_with_tracking_number(client
     assert service_request.tracking_number in html
     assert "Thank you, we received your report" in html
     assert service_request.get_absolute_url() in html
+
+
+def test_thanks_come_from_a_signed_cookie_not_a_session_row(client, pothole):
+    from django.contrib.sessions.models import Session
+
+    lat, lng = CITY_CENTER
+    response = post_report(client, pothole, lat=str(lat), lng=str(lng))
+    number = ServiceRequest.objects.get().tracking_number
+
+    assert not Session.objects.exists()
+    assert response.cookies["submitted"]["httponly"]
+    assert "Thank you, we received your report" in client.get(response["Location"]).content.decode()
+    # Someone else opening the same confirmation page is not thanked for it.
+    other = Client()
+    assert "Thank you, we received" not in other.get(response["Location"]).content.decode()
+    client.cookies["submitted"] = client.cookies["submitted"].value.replace(number, "CD-AAAA-AAAA")
+    assert "Thank you, we received" not in client.get(response["Location"]).content.decode()
 
 
 def test_report_with_address_only_is_accepted(client, pothole):
