@@ -1,5 +1,6 @@
 import logging
 import os
+import time
 
 from celery import Celery, signals
 from celery.schedules import crontab
@@ -36,6 +37,12 @@ app.conf.beat_schedule = {
 logger = logging.getLogger(__name__)
 
 
+# After a failed publish, skip the broker for this long: each attempt against a frozen
+# Redis costs its full timeout, and the sweeps enqueue the skipped work anyway.
+BROKER_PAUSE_SECONDS = 5.0
+_broker_down_until = 0.0
+
+
 def enqueue_on_commit(task, *args):
     """Send `task` after the current transaction commits, never failing the caller.
 
@@ -45,9 +52,14 @@ def enqueue_on_commit(task, *args):
     from django.db import transaction
 
     def send():
+        global _broker_down_until
+        if time.monotonic() < _broker_down_until:
+            logger.info("Broker paused after a failure; %s%r is left to the sweep", task.name, args)
+            return
         try:
             task.apply_async(args=args)
         except Exception as error:  # broker down or frozen: the sweep will retry
+            _broker_down_until = time.monotonic() + BROKER_PAUSE_SECONDS
             logger.warning(
                 "Could not enqueue %s%r (%s); the sweep will pick it up", task.name, args, error
             )

@@ -235,8 +235,10 @@ if REDIS_URL:
     # Enqueueing happens after a request is committed; a slow or frozen Redis must not
     # hold up the resident, so fail fast and let the periodic sweep pick the work up.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "socket_timeout": 2,
-        "socket_connect_timeout": 1,
+        # A frozen Redis accepts connections and never answers: bound each publish tightly,
+        # since a submission must answer in seconds whatever the broker does.
+        "socket_timeout": 0.5,
+        "socket_connect_timeout": 0.5,
         "max_retries": 0,  # a publish that cannot connect fails at once
         "visibility_timeout": 600,
     }

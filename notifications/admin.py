@@ -4,6 +4,9 @@ from django.db.models import Count
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from requests_app.access import staff_role
+from requests_app.models import StaffRole
+
 from .models import DigestRun, InboundEmail, Notification, ServiceNotice, SuppressedAddress
 from .services import notice_email_send, notification_resend
 
@@ -17,6 +20,8 @@ class NotificationAdmin(admin.ModelAdmin):
         "recipient",
         "status",
         "attempts",
+        "next_attempt_at",
+        "last_error",
         "sent_at",
         "request",
     ]
@@ -24,6 +29,21 @@ class NotificationAdmin(admin.ModelAdmin):
     search_fields = ["recipient", "subject", "request__tracking_number"]
     readonly_fields = [f.name for f in Notification._meta.fields]
     actions = ["resend"]
+
+    # Dispatch watches the backlog during a provider outage and sends failed ones again;
+    # directors may look. Nobody edits an email.
+    OUTBOX_READERS = {StaffRole.DISPATCHER, StaffRole.DIRECTOR, StaffRole.ADMINISTRATOR}
+    OUTBOX_SENDERS = {StaffRole.DISPATCHER, StaffRole.ADMINISTRATOR}
+
+    def has_module_permission(self, request):
+        return staff_role(request.user) in self.OUTBOX_READERS
+
+    def has_view_permission(self, request, obj=None):
+        return staff_role(request.user) in self.OUTBOX_READERS
+
+    def has_change_permission(self, request, obj=None):
+        # Read-only fields throughout: "change" only lets the resend action run.
+        return staff_role(request.user) in self.OUTBOX_SENDERS
 
     def has_add_permission(self, request):
         return False

@@ -6,7 +6,10 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+# A notification is given up only when both are true: a provider outage of hours must not
+# lose email, and an address that never works must not be tried for ever.
 MAX_ATTEMPTS = 8
+GIVE_UP_AFTER = timedelta(hours=24)
 
 
 class NotificationQuerySet(models.QuerySet):
@@ -84,6 +87,10 @@ class Notification(models.Model):
     @property
     def is_written(self) -> bool:
         return bool(self.body_text)
+
+    def should_give_up(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.attempts >= MAX_ATTEMPTS and now - self.created_at >= GIVE_UP_AFTER
 
     def backoff(self) -> timedelta:
         return timedelta(seconds=min(30 * 2 ** max(self.attempts - 1, 0), 3600))

@@ -31,7 +31,6 @@ from requests_app.moderation import mask_contact_details
 
 from .links import address_key, new_signin_token, unsubscribe_token
 from .models import (
-    MAX_ATTEMPTS,
     DigestRun,
     NoticeEmail,
     Notification,
@@ -501,7 +500,12 @@ def notification_send(notification_id: int) -> str:
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(skip_locked=True)
-            .filter(pk=notification_id, status=Notification.Status.PENDING)
+            # Not before its time: a retry task and the outbox sweep may both hold the id.
+            .filter(
+                pk=notification_id,
+                status=Notification.Status.PENDING,
+                next_attempt_at__lte=timezone.now(),
+            )
             .first()
         )
         if notification is None:
@@ -548,7 +552,7 @@ def notification_send(notification_id: int) -> str:
             outcome = SendOutcome.FAILED
         except Exception as error:  # the provider or the network; try again later
             notification.last_error = f"{type(error).__name__}: {error}"
-            if notification.attempts >= MAX_ATTEMPTS:
+            if notification.should_give_up():
                 notification.status = Notification.Status.FAILED
                 outcome = SendOutcome.FAILED
             else:

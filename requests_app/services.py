@@ -134,7 +134,9 @@ def request_process_intake(request_id: int) -> bool:
     located = _place_for_typed_address(request_id)
     with transaction.atomic():
         request = (
-            ServiceRequest.objects.select_for_update()
+            # Only the request's row: the category and department are read, not changed,
+            # and locking them would serialise a department's whole intake.
+            ServiceRequest.objects.select_for_update(of=("self",))
             .filter(pk=request_id, intake_processed_at__isnull=True)
             .select_related("category__department")
             .first()

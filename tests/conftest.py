@@ -182,8 +182,10 @@ def celery_worker_env(transactional_db, settings, tmp_path):
 
 def use_broker(url, transport_options):
     """Point this test process's Celery producer at another broker."""
+    from civicdesk import celery
     from civicdesk.celery import app
 
+    celery._broker_down_until = 0.0  # a new broker: forget the last one's failure
     app.conf.broker_url = url
     app.conf.broker_transport_options = transport_options
     # Forget the pooled connections (kombu keeps producer pools globally too).

@@ -158,3 +158,27 @@ def _empty_inlines():
             }
         )
     return data
+
+
+def test_dispatch_sees_the_outbox_backlog_and_can_resend(client, pothole):
+    from notifications.services import notification_send
+
+    from .factories import ServiceRequestFactory, staff_user
+
+    request = ServiceRequestFactory(category=pothole, reporter_email="maria@example.org")
+    request.change_status("in_progress")
+    pending = Notification.objects.filter(request=request).first()
+    Notification.objects.filter(pk=pending.pk).update(
+        status=Notification.Status.FAILED, last_error="503 provider unavailable"
+    )
+    url = "/admin/notifications/notification/"
+    client.force_login(staff_user("dina", StaffRole.DISPATCHER))
+    page = client.get(url + "?status__exact=failed")
+    assert page.status_code == 200 and "503 provider unavailable" in page.content.decode()
+    client.post(url, {"action": "resend", "_selected_action": [pending.pk]})
+    pending.refresh_from_db()
+    assert pending.status == Notification.Status.PENDING
+    assert notification_send(pending.pk) == "sent"
+
+    client.force_login(staff_user("cris", StaffRole.CREW))
+    assert client.get(url).status_code == 403

@@ -6,6 +6,7 @@ import pytest
 from anymail.exceptions import AnymailRecipientsRefused
 from django.core import mail
 from django.core.mail import EmailMultiAlternatives
+from django.utils import timezone
 
 from notifications.models import Notification
 from notifications.services import SendOutcome, notification_send, outbox_sweep
@@ -107,12 +108,19 @@ def test_provider_failures_retry_with_backoff_then_send_once(pothole, monkeypatc
         return real_send(self, *args, **kwargs)
 
     monkeypatch.setattr(EmailMultiAlternatives, "send", flaky_send)
-    outcomes = [notification_send(notification.pk) for _ in range(3)]
+
+    def send_when_due():
+        notification.refresh_from_db()
+        assert notification_send(notification.pk) == SendOutcome.SKIPPED  # not yet
+        Notification.objects.filter(pk=notification.pk).update(next_attempt_at=timezone.now())
+        return notification_send(notification.pk)
+
+    outcomes = [notification_send(notification.pk), send_when_due(), send_when_due()]
     assert outcomes == [SendOutcome.RETRY] * 3
     notification.refresh_from_db()
     assert notification.attempts == 3 and "provider unavailable" in notification.last_error
     assert notification.next_attempt_at > notification.created_at
-    assert notification_send(notification.pk) == SendOutcome.SENT
+    assert send_when_due() == SendOutcome.SENT
     assert notification_send(notification.pk) == SendOutcome.SKIPPED
     assert len(mail.outbox) == 1
 

@@ -271,6 +271,8 @@ def test_provider_outage_retries_after_the_providers_retry_after(
     notification.refresh_from_db()
     assert notification.status == "pending" and "503" in notification.last_error
     assert timedelta(seconds=4) < notification.next_attempt_at - before < timedelta(seconds=7)
+    assert notification_send(notification.pk) == SendOutcome.SKIPPED  # not before its time
+    Notification.objects.filter(pk=notification.pk).update(next_attempt_at=timezone.now())
     assert notification_send(notification.pk) == SendOutcome.SENT
     assert notification_send(notification.pk) == SendOutcome.SKIPPED
     (sent,) = fake_esp.sent(tmp_path)
