@@ -135,7 +135,9 @@ def test_resident_picks_a_suggested_address_and_the_report_is_saved_there(
     page, problems = phone
     page.goto(f"{live_server.url}/report/")
     page.get_by_label("What is the problem?").select_option(label="Pothole")
-    page.get_by_label("Describe it").fill("Deep pothole in front of the bakery")
+    page.get_by_label("Describe it").fill(
+        "Deep pothole in front of the bakery, call me on (617) 555-0142"
+    )
 
     address = page.get_by_role("combobox", name="Address or place")
     expect(address).to_have_attribute("aria-expanded", "false")
@@ -169,6 +171,15 @@ def test_resident_picks_a_suggested_address_and_the_report_is_saved_there(
     request = ServiceRequest.objects.get()
     assert (request.lat, request.lng) == (lat, lng)
     assert request.address == "12 Elm Street"
+    assert "(617) 555-0142" in request.description  # staff keep what was written
+
+    # The public status page shows the description with the phone number masked.
+    page.get_by_role("link", name="Follow your report").click()
+    page.wait_for_url(re.compile(r"/requests/CD-"))
+    body = page.locator("main").inner_text()
+    assert "Deep pothole in front of the bakery" in body and "12 Elm Street" in body
+    assert "[phone number hidden]" in body and "555-0142" not in body
+    _shot(page, "8-status-masked")
     problems.assert_none()
 
 
