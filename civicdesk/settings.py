@@ -9,8 +9,10 @@ that have no safe default must be given or start-up fails.
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 from kombu import Queue
@@ -62,6 +64,8 @@ MIDDLEWARE = [
     "requests_app.middleware.RequestIdMiddleware",
     "requests_app.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (see "Content Security Policy" below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -378,6 +382,56 @@ if not DEBUG:
 SESSION_COOKIE_HTTPONLY = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# --- Content Security Policy ------------------------------------------------------------
+# django-csp sends it on every response. Scripts come from our own static files; the one
+# inline script left, django-leaflet's map loader, carries the request's nonce
+# ({% leaflet_map … csp_nonce=request.csp_nonce %}). Page data travels in json_script
+# blocks (<script type="application/json">), which never run and need no nonce.
+# tests/test_csp.py checks every kind of page against this, in Chromium too.
+
+
+def _tile_sources(leaflet_config):
+    """The hosts Leaflet loads tiles from, as CSP sources ("{s}.example.org" → "*.example.org")."""
+    sources = set()
+    for _label, url, _options in [*leaflet_config["TILES"], *leaflet_config.get("OVERLAYS", [])]:
+        parts = urlsplit(url)
+        if not parts.netloc:
+            continue  # a path on this site: already 'self'
+        labels = parts.netloc.split(".")
+        if "{" in labels[0]:
+            labels[0] = "*"
+        if "{" in ".".join(labels):
+            raise ImproperlyConfigured(
+                f"Tile URL {url!r}: a placeholder in the host can only be its first label."
+            )
+        sources.add(f"{parts.scheme}://{'.'.join(labels)}" if parts.scheme else ".".join(labels))
+    return sorted(sources)
+
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        # Deny by default; every kind of content the pages use is named below.
+        "default-src": [NONE],
+        "script-src": [SELF, NONCE],
+        # Style sheets only from our static files: no <style> elements. Style *attributes*
+        # are allowed because the staff admin and crew pages render some (colour of SLA
+        # badges and moderation flags, photo sizes in requests_app/admin*.py and
+        # sla_tags.py); an attribute cannot select other elements, so it cannot read the
+        # page the way an injected style sheet can, and img-src bounds where it may load
+        # from. Browsers without CSP3 fall back to style-src and drop those colours only.
+        "style-src": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        # data: for the images in Leaflet's and the admin's style sheets.
+        "img-src": [SELF, "data:", *_tile_sources(LEAFLET_CONFIG)],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    },
+}
 
 # --- Logging ----------------------------------------------------------------------------
 # One JSON object per line in production (LOG_FORMAT=json, the default with DEBUG off), plain

@@ -489,6 +489,8 @@ class ServiceRequest(models.Model):
     reporter_device_id = models.CharField(_("reporter device id"), max_length=100, blank=True)
     reporter_account_id = models.CharField(_("reporter account id"), max_length=100, blank=True)
     address_id = models.CharField(_("address id"), max_length=100, blank=True)
+    # From the address gazetteer (routing.Address), like address_id: see services.py.
+    zipcode = models.CharField(_("ZIP code"), max_length=10, blank=True, default="", db_default="")
     api_client = models.ForeignKey(
         "ApiClient",
         on_delete=models.PROTECT,

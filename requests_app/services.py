@@ -145,6 +145,8 @@ def request_process_intake(request_id: int) -> bool:
             return False
         if located is not None and not request.has_location:
             request_locate(request, located)
+        elif request.has_location and not request.address_id:
+            request_address_from_pin(request)
         request_route(request)
         request_group_duplicates(request)
         request.intake_processed_at = timezone.now()
@@ -204,6 +206,8 @@ def request_locate(request, located: Located):
         changes["address"] = located.address[:255]
     if place.address_id and not request.address_id:
         changes["address_id"] = place.address_id
+    if place.zipcode and not request.zipcode:
+        changes["zipcode"] = place.zipcode
     for name, value in changes.items():
         setattr(request, name, value)
     ServiceRequest.objects.filter(pk=request.pk).update(**changes, updated_at=timezone.now())
@@ -215,6 +219,34 @@ def request_locate(request, located: Located):
         note=f"Located from the address “{request.address}”: {place.label}, "
         f"found by {located.found_by}",
     )
+
+
+def request_address_from_pin(request):
+    """Complete a pinned request from the nearest gazetteer address: its id and ZIP code
+    always (Open311 and staff read them), its text only when the resident typed none.
+    The caller holds the row lock."""
+    from routing.geocoding import address_nearest
+
+    place = address_nearest(request.lat, request.lng)
+    if place is None:
+        return
+    changes = {"address_id": place.address_id, "zipcode": place.zipcode}
+    if not request.address:
+        changes["address"] = place.label[:255]
+    changes = {name: value for name, value in changes.items() if value}
+    if not changes:
+        return
+    for name, value in changes.items():
+        setattr(request, name, value)
+    ServiceRequest.objects.filter(pk=request.pk).update(**changes, updated_at=timezone.now())
+    if "address" in changes:
+        request.record(
+            HistoryEntry.Action.FIELD,
+            actor="Geocoding",
+            field="address",
+            new=request.address,
+            note=f"The nearest address to the pin ({place.distance_m:.0f} m)",
+        )
 
 
 def intake_sweep(older_than, batch=200) -> int:

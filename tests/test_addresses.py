@@ -446,6 +446,40 @@ def test_a_pin_is_never_moved_by_the_address(pothole, town):
     assert (request.lat, request.lng) == (lat, lng)
 
 
+def test_a_pin_gets_the_nearest_address_id_and_zip_code_and_its_text_if_none_was_typed(
+    client, pothole, town
+):
+    lat, lng = at(east_m=61)  # 1 m from 6 Elm Street
+    typed = processed(
+        request_submit(
+            Intake(category=pothole, description="Hole", address="By the bakery", lat=lat, lng=lng)
+        )
+    )
+    assert (typed.address, typed.address_id, typed.zipcode) == ("By the bakery", "E-6", "02110")
+    untyped = processed(
+        request_submit(Intake(category=pothole, description="Hole", lat=lat, lng=lng))
+    )
+    assert (untyped.address, untyped.address_id, untyped.zipcode) == (
+        "6 Elm Street",
+        "E-6",
+        "02110",
+    )
+    assert untyped.history.get(field="address").actor_label == "Geocoding"
+
+    # Open311 clients read the same fields.
+    body = client.get(f"/open311/v2/requests/{untyped.tracking_number}.json").json()
+    assert (body[0]["address"], body[0]["address_id"], body[0]["zipcode"]) == (
+        "6 Elm Street",
+        "E-6",
+        "02110",
+    )
+
+    far = processed(
+        request_submit(Intake(category=pothole, description="Hole", lat=lat + 0.01, lng=lng))
+    )
+    assert (far.address, far.address_id, far.zipcode) == ("", "", "")
+
+
 def test_a_clear_beginning_is_located_but_not_an_unclear_one(town):
     assert address_geocode("6 elm").label == "6 Elm Street"
     assert address_geocode("12 elm") is None  # 12 Elm Street or 12 Elmwood Road

@@ -81,7 +81,7 @@ def _shot(page, name):
 
 def _tap_map_at(page, lat, lng):
     """Zoom in on the spot as a resident would, then tap it."""
-    page.wait_for_function("window.reportMap !== undefined")
+    page.wait_for_function("() => window.reportMap !== undefined")
     point = page.evaluate(
         """([lat, lng]) => {
             window.reportMap.setView([lat, lng], 18, {animate: false});
@@ -141,7 +141,7 @@ def test_report_next_to_an_open_pothole_offers_to_follow_it(live_server, page, o
 def test_report_400_m_away_is_filed_normally(live_server, page, open_pothole):
     _start_report(page, live_server.url, 400)
     # The lookup has answered (nothing nearby) once the form knows it has been asked.
-    page.wait_for_function("document.getElementById('id_file_anyway').value === '1'")
+    page.wait_for_function("() => document.getElementById('id_file_anyway').value === '1'")
     assert page.locator("#nearby").is_hidden()
     page.get_by_label("Describe it").fill("Another pothole, by the school")
     page.get_by_label("Your email").fill("parent@example.org")

@@ -61,6 +61,26 @@
     L.marker([marker.lat, marker.lng], { keyboard: false }).addTo(map);
   };
 
+  // The crew's open work orders, one pin each; the popup links to the work order.
+  window.civicdeskCrewMap = function (map) {
+    var markers = readJSON("crew-markers") || [];
+    if (!markers.length) {
+      fitServiceArea(map);
+      return;
+    }
+    var bounds = [];
+    markers.forEach(function (item) {
+      var link = document.createElement("a");
+      link.href = item.url;
+      link.textContent = item.label;
+      L.marker([item.lat, item.lng], { keyboard: false, title: item.label })
+        .bindPopup(link)
+        .addTo(map);
+      bounds.push([item.lat, item.lng]);
+    });
+    map.fitBounds(bounds, { animate: false, maxZoom: 16, padding: [24, 24] });
+  };
+
   window.civicdeskReportMap = function (map) {
     var latInput = document.getElementById("id_lat");
     var lngInput = document.getElementById("id_lng");
