@@ -162,9 +162,9 @@ def _fill(connection, category_ids, department_id, count):
                           'closed'])[1 + i %% 6],
                    2, 0, '', i %% 50 <> 0, 'Resident ' || i, 'r' || i || '@example.org', '',
                    '', '', '', '', '', 'en',
-                   now() - (i * interval '730 days') / %s,
-                   now() - (i * interval '730 days') / %s + (i %% 20) * interval '1 day',
-                   now() - (i * interval '730 days') / %s + interval '3 days',
+                   now() - interval '730 days' * (i::float8 / %s),
+                   now() - interval '730 days' * (i::float8 / %s) + (i %% 20) * interval '1 day',
+                   now() - interval '730 days' * (i::float8 / %s) + interval '3 days',
                    0, 0, false, now()
             FROM generate_series(1, %s) AS i
             """,
