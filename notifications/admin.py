@@ -51,7 +51,9 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description=_("Send the selected failed notifications again"))
+    @admin.action(
+        description=_("Send the selected failed notifications again"), permissions=["change"]
+    )
     def resend(self, request, queryset):
         failed = queryset.filter(status=Notification.Status.FAILED)
         for notification in failed:

@@ -95,6 +95,10 @@ def photo_for_viewer_or_404(user, photo_id) -> Photo:
         return photo
     if visible_requests(user).filter(pk__in=requests.values("pk")).exists():
         return photo
-    if photo.work_order_id and visible_work_orders(user).filter(pk=photo.work_order_id).exists():
+    # A crew sees every photo of its work orders: its own and those of the requests in them.
+    orders = visible_work_orders(user).filter(
+        pk__in=[photo.work_order_id] if photo.work_order_id else requests.values("work_order_id")
+    )
+    if orders.exists():
         return photo
     raise Http404
