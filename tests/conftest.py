@@ -195,6 +195,28 @@ def use_broker(url, transport_options):
 
 
 @pytest.fixture
+def own_broker(settings, tmp_path):
+    """Reports sent through a live server enqueue intake after commit; without Redis keep
+    those tasks in a folder of this test's own, away from any developer's worker."""
+    if settings.REDIS_URL:
+        yield
+        return
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    use_broker(
+        "filesystem://",
+        {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        },
+    )
+    yield
+    use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
+
+
+@pytest.fixture
 def celery_worker(celery_worker_env, tmp_path):
     worker = WorkerProcess(celery_worker_env, tmp_path / "worker.log").start().wait_ready()
     yield worker

@@ -14,10 +14,14 @@ from requests_app.models import ServiceRequest
 from routing.gazetteer import address_build, addresses_save, streets_rebuild
 from routing.models import METRES_PER_DEGREE, Street
 
-from .conftest import ARTIFACTS, use_broker
+from .conftest import ARTIFACTS
 from .factories import CITY_CENTER
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.usefixtures("own_broker"),
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+]
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 TILE_HOST = urlparse(settings.LEAFLET_CONFIG["TILES"][0][1].replace("{s}.", "")).hostname
@@ -42,27 +46,6 @@ def gazetteer(db):
     ]
     addresses_save(rows, "city")
     streets_rebuild()
-
-
-@pytest.fixture(autouse=True)
-def _own_broker(settings, tmp_path):
-    """Submitted reports enqueue work after commit: keep it out of var/ (see test_browser)."""
-    if settings.REDIS_URL:
-        yield
-        return
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    use_broker(
-        "filesystem://",
-        {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        },
-    )
-    yield
-    use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
 
 
 class Problems:

@@ -9,35 +9,17 @@ from requests_app.models import Follower, HistoryEntry, ServiceRequest
 from requests_app.photos import process_photo
 from requests_app.services import Intake, photo_attach, request_submit
 
-from .conftest import ARTIFACTS, upload, use_broker
+from .conftest import ARTIFACTS, upload
 from .factories import CITY_CENTER
 from .photos import make_image
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.usefixtures("own_broker"),
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+]
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-
-
-@pytest.fixture(autouse=True)
-def _own_broker(settings, tmp_path):
-    """Reports sent through the live server enqueue intake after commit; without Redis keep
-    those tasks in a folder of this test's own, away from any developer's worker."""
-    if settings.REDIS_URL:
-        yield
-        return
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    use_broker(
-        "filesystem://",
-        {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        },
-    )
-    yield
-    use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
 
 
 def north(metres):

@@ -10,11 +10,12 @@ from django.test import Client
 from requests_app.links import withdraw_token
 from requests_app.models import HistoryEntry, Photo, ServiceRequest, StaffRole
 
-from .conftest import ARTIFACTS, use_broker
+from .conftest import ARTIFACTS
 from .factories import ServiceRequestFactory, staff_user
 from .test_moderation import urlpatterns  # noqa: F401  (the portal with the withdraw view)
 
 pytestmark = [
+    pytest.mark.usefixtures("own_broker"),
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     pytest.mark.urls(__name__),
@@ -30,28 +31,6 @@ MASKED = (
     "or mail [email address hidden]"
 )
 XSS = "<img src=x onerror=window.__xss=1>"
-
-
-@pytest.fixture(autouse=True)
-def _own_broker(settings, tmp_path):
-    """Reports sent through the live server enqueue intake after commit; without Redis keep
-    those tasks in a folder of this test's own, away from any developer's worker."""
-    if settings.REDIS_URL:
-        yield
-        return
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    use_broker(
-        "filesystem://",
-        {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        },
-    )
-    yield
-    use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
 
 
 def _sign_in(context, live_server, user):

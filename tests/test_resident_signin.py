@@ -16,7 +16,7 @@ from notifications.resident import resident_requests
 from notifications.services import SendOutcome, notification_send, signin_link_send
 from requests_app.models import Follower, IntakeThrottle, Status
 
-from .conftest import ARTIFACTS, use_broker
+from .conftest import ARTIFACTS
 from .factories import ServiceRequestFactory
 
 MY_REQUESTS = "/my/"
@@ -319,32 +319,10 @@ def test_portal_navigation_links_to_my_requests(db, client):
 # --- In a browser ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def _own_broker(settings, tmp_path):
-    """The live server enqueues the email after commit; keep it away from var/'s broker,
-    where a developer's running worker would take a task naming a test database row."""
-    if settings.REDIS_URL:
-        yield
-        return
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    use_broker(
-        "filesystem://",
-        {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        },
-    )
-    yield
-    use_broker(settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS)
-
-
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_resident_signs_in_from_the_emailed_link_in_a_browser(
-    pothole, chromium, live_server, settings, _own_broker
+    pothole, chromium, live_server, settings, own_broker
 ):
     settings.SITE_URL = live_server.url
     own = ServiceRequestFactory(category=pothole, reporter_email="maria@example.org")
