@@ -21,6 +21,15 @@ app.conf.beat_schedule = {
         "task": "notifications.tasks.send_department_digests",
         "schedule": crontab(hour=7, minute=0),
     },
+    "refresh-dashboard-rollups": {
+        "task": "requests_app.tasks.refresh_rollups",
+        "schedule": 60.0,
+        "options": {"expires": 60},
+    },
+    "reconcile-dashboard-rollups": {
+        "task": "requests_app.tasks.reconcile_rollups",
+        "schedule": crontab(hour=2, minute=30),
+    },
     "purge-old-throttle-windows": {"task": "requests_app.tasks.purge_throttle", "schedule": 3600.0},
     # Read by /health/. A stamp that waited in the queue longer than its interval is no news.
     "worker-heartbeat": {

@@ -1,20 +1,30 @@
 """Figures for the director's dashboard and the public transparency page.
 
-Everything is computed by the database in aggregate queries over `visible_requests(user)`
-(or the public requests, for the transparency page). PostgreSQL computes medians itself
-with percentile_cont; SQLite, used in development, has no such aggregate, so there the
-medians are taken in Python over the one column they need.
+Two sources, the same figures:
+
+- the rollups (rollups.py), refreshed every minute: what the dashboard reads once they are
+  built, when the user sees every request and no `now` is given. Counts, sums and means
+  are exact as of the last refresh ("as of" on the page); medians are read from duration
+  histograms, within ±5 % of the exact value; the heat map at fine zooms or under combined
+  filters, the cell details and the hotspots count the rollups' per-request facts.
+- the requests themselves: for a restricted queryset (a department's staff, the public
+  page), for figures as of a given `now` (tests compare these with hand-computed values),
+  and before the first refresh. Aggregate queries over `visible_requests(user)`;
+  PostgreSQL computes medians with percentile_cont; SQLite, used in development, has no
+  such aggregate, so there the medians are taken in Python over the one column they need.
 
 Which requests count for which figure (periods are half-open, [start, end)):
 
 - received, duplicate, forwarding and self-service rates, cost per request: requests
-  received in the period;
+  received in the period (a work order's cost is split evenly over the requests it fixes,
+  so it counts once however the requests are sliced by period or filter);
 - on-time completion and time to resolution: requests completed (fixed, not closed
   without a fix) in the period; on-time needs a due date, like `sla_compliance`;
 - time to first response: requests first answered in the period;
 - open backlog: requests open at the end of the period (or now, for a period not over).
 """
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,29 +39,35 @@ from django.db.models import (
     Aggregate,
     Avg,
     Count,
+    DecimalField,
+    ExpressionWrapper,
     F,
     FloatField,
     Func,
+    OuterRef,
     Q,
+    Subquery,
     Sum,
     Value,
 )
-from django.db.models.functions import Floor, TruncWeek
+from django.db.models.functions import Floor, Round, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from routing.models import District
 
+from . import rollups
 from .models import (
     OPEN_STATUSES,
     Channel,
     Crew,
     Department,
     ServiceCategory,
+    ServiceRequest,
     Status,
-    WorkOrder,
 )
+from .rollups import RequestFact
 
 # Channels where the resident files the request themselves; the rest are typed in by staff.
 SELF_SERVICE_CHANNELS = (Channel.WEB, Channel.API)
@@ -104,24 +120,31 @@ def _median_python(values):
 
 def _median(queryset, end, start):
     """Median seconds from `start` to `end` over `queryset`."""
+    return _median_of(queryset, Seconds(end, start))
+
+
+def _median_of(queryset, seconds):
+    """Median of the expression `seconds` over `queryset`."""
     if has_sql_median():
-        return queryset.aggregate(m=Median(Seconds(end, start)))["m"]
-    return _median_python(
-        queryset.annotate(_s=Seconds(end, start)).values_list("_s", flat=True).order_by()
-    )
+        return queryset.aggregate(m=Median(seconds))["m"]
+    return _median_python(queryset.annotate(_s=seconds).values_list("_s", flat=True).order_by())
 
 
 def _grouped_median(queryset, key, end, start):
     """{key value: median seconds from `start` to `end`}; `key` is a field or expression."""
+    return _grouped_median_of(queryset, key, Seconds(end, start))
+
+
+def _grouped_median_of(queryset, key, seconds):
     queryset = queryset.annotate(_k=key) if not isinstance(key, str) else queryset
     key_name = key if isinstance(key, str) else "_k"
     if has_sql_median():
-        rows = queryset.values(key_name).annotate(m=Median(Seconds(end, start))).order_by()
+        rows = queryset.values(key_name).annotate(m=Median(seconds)).order_by()
         return {row[key_name]: row["m"] for row in rows}
     groups = defaultdict(list)
-    rows = queryset.annotate(_s=Seconds(end, start)).values_list(key_name, "_s").order_by()
-    for group, seconds in rows:
-        groups[group].append(seconds)
+    rows = queryset.annotate(_s=seconds).values_list(key_name, "_s").order_by()
+    for group, value in rows:
+        groups[group].append(value)
     return {group: _median_python(values) for group, values in groups.items()}
 
 
@@ -287,6 +310,29 @@ class Filters:
             requests = requests.filter(channel=self.channel)
         return requests
 
+    def selection(self) -> rollups.Selection:
+        """The same dimensions, for reading rollups."""
+        categories = None
+        if self.group:
+            categories = ServiceCategory.objects.filter(group=self.group)
+            if self.category:
+                categories = categories.filter(pk=self.category)
+            categories = list(categories.values_list("pk", flat=True))
+        elif self.category:
+            categories = [self.category]
+        return rollups.Selection.of(
+            department=self.department,
+            categories=categories,
+            district=self.district,
+            channel=self.channel,
+        )
+
+    def facts(self):
+        """The rollups' facts of requests received in the period that match the dimensions."""
+        return self.apply_dimensions(RequestFact.objects.all()).filter(
+            created_day__gte=self.start, created_day__lte=self.end
+        )
+
     def apply(self, requests):
         """Requests received in the period that match the dimensions (exports, the map)."""
         start, end = self.range
@@ -331,6 +377,32 @@ def _conditions(start, end, now):
         "backlog": Q(created_at__lt=at)
         & (Q(resolved_at__gte=at) | Q(resolved_at__isnull=True, status__in=OPEN_STATUSES)),
     }
+
+
+def _sees_everything(requests) -> bool:
+    """True for an unfiltered queryset of all requests: what the rollups count."""
+    query = requests.query
+    return (
+        requests.model is ServiceRequest
+        and not query.where
+        and not query.is_sliced
+        and not query.combinator
+        and not query.distinct
+    )
+
+
+def rollup_state(requests, now=None):
+    """The state of the rollups when they can answer for `requests` (see the module's
+    docstring), else None: then figures are computed from the requests."""
+    if now is not None or not _sees_everything(requests):
+        return None
+    return rollups.current_state()
+
+
+def _backlog_day(filters, now):
+    """The day at whose start the backlog is counted; None while the period is not over."""
+    _start, end = filters.range
+    return filters.end + timedelta(days=1) if end <= now else None
 
 
 # --- KPIs ----------------------------------------------------------------------------------
@@ -429,13 +501,39 @@ def period_figures(requests, filters: Filters, now=None) -> dict:
         figures["median_resolution"] = _median(
             requests.filter(c["completed"]), "resolved_at", "created_at"
         )
-    # A work order fixes every request grouped under it: count its cost once.
-    cost = WorkOrder.objects.filter(
-        pk__in=requests.filter(c["received"], work_order__isnull=False).values("work_order_id")
-    ).aggregate(total=Sum("cost"))["total"]
-    figures["cost_total"] = cost or Decimal(0)
+    figures["cost_total"] = _cost(requests.filter(c["received"]))
     figures.update(satisfaction_figures(requests, start, end))
     return figures
+
+
+def _cost(requests):
+    """A work order fixes every request grouped under it: its cost is split evenly over
+    them (to 4 decimals, as in the rollups), so it counts once in all."""
+    members = (
+        ServiceRequest.objects.filter(work_order=OuterRef("work_order"))
+        .order_by()
+        .values("work_order")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    share = ExpressionWrapper(
+        Round(F("work_order__cost") / Subquery(members), precision=4),
+        output_field=DecimalField(max_digits=14, decimal_places=4),
+    )
+    total = (
+        requests.filter(work_order__cost__isnull=False)
+        .annotate(share=share)
+        .aggregate(total=Sum("share"))["total"]
+    )
+    return Decimal(total or 0).quantize(Decimal("0.0001"))
+
+
+def rollup_period_figures(filters: Filters, now=None) -> dict:
+    """period_figures from the rollups, for all requests."""
+    now = now or timezone.now()
+    return rollups.period_figures(
+        filters.selection(), filters.start, filters.end, _backlog_day(filters, now)
+    )
 
 
 def satisfaction_figures(requests, start, end) -> dict:
@@ -457,9 +555,15 @@ def satisfaction_figures(requests, start, end) -> dict:
 
 
 def kpis(requests, filters: Filters, now=None) -> list[Kpi]:
-    now = now or timezone.now()
-    cur = period_figures(requests, filters, now)
-    prev = period_figures(requests, filters.previous(), now)
+    median_note = ""
+    if rollup_state(requests, now):
+        cur = rollup_period_figures(filters)
+        prev = rollup_period_figures(filters.previous())
+        median_note = _("±5 %")
+    else:
+        now = now or timezone.now()
+        cur = period_figures(requests, filters, now)
+        prev = period_figures(requests, filters.previous(), now)
 
     def both(fn):
         return fn(cur), fn(prev)
@@ -483,6 +587,7 @@ def kpis(requests, filters: Filters, now=None) -> list[Kpi]:
             lambda f: _hours(f["median_response"]),
             "hours",
             "down",
+            median_note,
         ),
         kpi(
             "mean_response",
@@ -497,6 +602,7 @@ def kpis(requests, filters: Filters, now=None) -> list[Kpi]:
             lambda f: _hours(f["median_resolution"]),
             "hours",
             "down",
+            median_note,
         ),
         kpi(
             "mean_resolution",
@@ -558,94 +664,175 @@ def _overdue_q(now):
     return Q(status__in=OPEN_STATUSES, due_at__lt=now) | Q(resolved_at__gt=F("due_at"))
 
 
+@dataclass
+class _Rows:
+    """Requests received in the period and how to read them: from the requests, or from
+    the rollups' facts (a narrow copy, as of the last refresh)."""
+
+    received: object  # queryset
+    # What to count: the facts' covering indexes hold created_day, not the request id.
+    counted: str
+    overdue: Q
+    open: Q
+    completed: Q
+    resolution: object  # expression: seconds from received to resolved
+    responded: Q
+    response: object  # seconds from received to first response
+
+
+def _rows(requests, filters, now, state) -> _Rows:
+    if state:
+        return _Rows(
+            received=filters.facts(),
+            counted="created_day",
+            overdue=Q(overdue=True),
+            open=Q(is_open=True),
+            completed=Q(resolution_seconds__isnull=False),
+            resolution=F("resolution_seconds"),
+            responded=Q(response_seconds__isnull=False),
+            response=F("response_seconds"),
+        )
+    return _Rows(
+        received=filters.apply(requests),
+        counted="pk",
+        overdue=_overdue_q(now or timezone.now()),
+        open=Q(status__in=OPEN_STATUSES),
+        completed=Q(status=Status.COMPLETED, resolved_at__isnull=False),
+        resolution=Seconds("resolved_at", "created_at"),
+        responded=Q(first_response_at__isnull=False),
+        response=Seconds("first_response_at", "created_at"),
+    )
+
+
+def _cell(gy, gx, size, count, value):
+    return {
+        "gy": gy,
+        "gx": gx,
+        "south": gy * size,
+        "west": gx * size,
+        "size": size,
+        "count": count,
+        "value": value,
+    }
+
+
+def _cell_value(metric, count, overdue, median_seconds):
+    if metric == "count":
+        return count
+    if metric == "overdue":
+        return round(100 * overdue / count, 1)
+    value = _hours(median_seconds)
+    return None if value is None else round(value, 1)
+
+
 def grid(requests, filters: Filters, *, bbox, zoom, metric="count", now=None) -> dict:
     """Requests received in the period, counted in square cells of the current map view."""
-    now = now or timezone.now()
+    zoom = max(3, min(19, int(zoom)))
     size = cell_size(zoom)
     west, south, east, north = bbox
+    state = rollup_state(requests, now)
+    selection = filters.selection() if state else None
+    if state and zoom <= rollups.GRID_ZOOM and len(selection.dimensions) <= 1:
+        # Whole squares at GRID_ZOOM add up to the squares at this zoom.
+        base = rollups.GRID_SIZE
+        cells = rollups.grid(
+            selection,
+            filters.start,
+            filters.end,
+            zoom=zoom,
+            rows_range=(math.floor((south - size) / base), math.floor((north + size) / base)),
+            cols_range=(math.floor((west - size) / base), math.floor((east + size) / base)),
+            metric=metric,
+        )
+        return {
+            "zoom": zoom,
+            "size": size,
+            "metric": metric,
+            "as_of": state.refreshed_at.isoformat(),
+            "cells": [
+                _cell(gy, gx, size, count, _cell_value(metric, count, overdue, median))
+                for (gy, gx), (count, overdue, median) in cells.items()
+            ],
+        }
+    rows = _rows(requests, filters, now, state)
     # A little margin so cells cut by the map edge are whole.
-    requests = filters.apply(requests).filter(
+    received = rows.received.filter(
         lat__gte=south - size, lat__lte=north + size, lng__gte=west - size, lng__lte=east + size
     )
-    requests = requests.annotate(gy=Floor(F("lat") / Value(size)), gx=Floor(F("lng") / Value(size)))
-    rows = (
-        requests.values("gy", "gx")
-        .annotate(count=Count("pk"), overdue=Count("pk", filter=_overdue_q(now)))
+    if state:
+        received = _in_squares(received, south - size, west - size, north + size, east + size)
+    received = received.annotate(cy=Floor(F("lat") / Value(size)), cx=Floor(F("lng") / Value(size)))
+    counts = (
+        received.values("cy", "cx")
+        .annotate(count=Count(rows.counted), overdue=Count(rows.counted, filter=rows.overdue))
         .order_by()
     )
     medians = {}
     if metric == "median_resolution":
-        completed = requests.filter(status=Status.COMPLETED, resolved_at__isnull=False)
-        if has_sql_median():
-            medians = {
-                (r["gy"], r["gx"]): r["m"]
-                for r in completed.values("gy", "gx")
-                .annotate(m=Median(Seconds("resolved_at", "created_at")))
-                .order_by()
-            }
-        else:
-            groups = defaultdict(list)
-            for gy, gx, s in (
-                completed.annotate(_s=Seconds("resolved_at", "created_at"))
-                .values_list("gy", "gx", "_s")
-                .order_by()
-            ):
-                groups[(gy, gx)].append(s)
-            medians = {key: _median_python(v) for key, v in groups.items()}
-    cells = []
-    for row in rows:
-        gy, gx = int(row["gy"]), int(row["gx"])
-        if metric == "count":
-            value = row["count"]
-        elif metric == "overdue":
-            value = round(100 * row["overdue"] / row["count"], 1)
-        else:
-            value = _hours(medians.get((row["gy"], row["gx"])))
-            value = None if value is None else round(value, 1)
-        cells.append(
-            {
-                "gy": gy,
-                "gx": gx,
-                "south": gy * size,
-                "west": gx * size,
-                "size": size,
-                "count": row["count"],
-                "value": value,
-            }
+        medians = _cell_medians(received.filter(rows.completed), rows.resolution)
+    cells = [
+        _cell(
+            int(row["cy"]),
+            int(row["cx"]),
+            size,
+            row["count"],
+            _cell_value(metric, row["count"], row["overdue"], medians.get((row["cy"], row["cx"]))),
         )
-    return {"zoom": int(zoom), "size": size, "metric": metric, "cells": cells}
+        for row in counts
+    ]
+    data = {"zoom": zoom, "size": size, "metric": metric, "cells": cells}
+    if state:
+        data["as_of"] = state.refreshed_at.isoformat()
+    return data
 
 
-def cell_detail(requests, filters: Filters, *, zoom, gy, gx) -> dict:
+def _in_squares(facts, south, west, north, east):
+    """Facts in the rollup squares covering the box: what the index fact_square finds."""
+    base = rollups.GRID_SIZE
+
+    rows = (math.floor(south / base), math.floor(north / base))
+    cols = (math.floor(west / base), math.floor(east / base))
+    if (rows[1] - rows[0] + 1) * (cols[1] - cols[0] + 1) > 1000:  # zoomed far out
+        return facts.filter(gy__range=rows, gx__range=cols)
+    # Lists, not ranges: PostgreSQL then walks the index square by square.
+    return facts.filter(gy__in=range(rows[0], rows[1] + 1), gx__in=range(cols[0], cols[1] + 1))
+
+
+def _cell_medians(completed, seconds) -> dict:
+    """{(cy, cx): median of `seconds`} over requests annotated with their cell."""
+    if has_sql_median():
+        return {
+            (r["cy"], r["cx"]): r["m"]
+            for r in completed.values("cy", "cx").annotate(m=Median(seconds)).order_by()
+        }
+    groups = defaultdict(list)
+    for cy, cx, value in completed.annotate(_s=seconds).values_list("cy", "cx", "_s").order_by():
+        groups[(cy, cx)].append(value)
+    return {key: _median_python(v) for key, v in groups.items()}
+
+
+def cell_detail(requests, filters: Filters, *, zoom, gy, gx, now=None) -> dict:
     size = cell_size(zoom)
     south, west = gy * size, gx * size
     bounds = {"lat__gte": south, "lat__lt": south + size, "lng__gte": west, "lng__lt": west + size}
-    in_cell = filters.apply(requests).filter(**bounds)
+    state = rollup_state(requests, now)
+    rows = _rows(requests, filters, now, state)
+    in_cell = rows.received.filter(**bounds)
+    if state:
+        in_cell = _in_squares(in_cell, south, west, south + size, west + size)
     top = (
         in_cell.values("category__name")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count(rows.counted))
         .order_by("-n", "category__name")[:5]
     )
     return {
         "count": in_cell.count(),
         "top_categories": [{"name": r["category__name"], "count": r["n"]} for r in top],
         "median_response_hours": _round(
-            _hours(
-                _median(
-                    in_cell.filter(first_response_at__isnull=False),
-                    "first_response_at",
-                    "created_at",
-                )
-            )
+            _hours(_median_of(in_cell.filter(rows.responded), rows.response))
         ),
         "median_resolution_hours": _round(
-            _hours(
-                _median(
-                    in_cell.filter(status=Status.COMPLETED, resolved_at__isnull=False),
-                    "resolved_at",
-                    "created_at",
-                )
-            )
+            _hours(_median_of(in_cell.filter(rows.completed), rows.resolution))
         ),
         "admin_url": filters.admin_url(**{k: f"{v:.6f}" for k, v in bounds.items()}),
     }
@@ -678,8 +865,102 @@ class BreakdownRow:
 
 
 def breakdown(requests, filters: Filters, dimension: str, now=None) -> list[BreakdownRow]:
-    now = now or timezone.now()
     _label, model, admin_param = DIMENSIONS[dimension]
+    if rollup_state(requests, now):
+        if filters.selection().grain(dimension):
+            by_key, compliance, medians = _rollup_breakdown(filters, dimension)
+        else:
+            by_key, compliance, medians = _facts_breakdown(filters, dimension)
+    else:
+        by_key, compliance, medians = _exact_breakdown(requests, filters, dimension, now)
+    keys = set(by_key) | set(compliance) | set(medians)
+    # select_related(): a crew names its department.
+    objects = model.objects.select_related().filter(pk__in=[k for k in keys if k])
+    names = {obj.pk: str(obj) for obj in objects}
+    rows = []
+    for key in keys:
+        row = BreakdownRow(key=key, label=names.get(key, "—") if key else _("(none)"))
+        if key in by_key:
+            row.received = by_key[key]["received"]
+            row.backlog = by_key[key]["backlog"]
+        if key in compliance:
+            row.resolved = compliance[key]["resolved"]
+            row.on_time_pct = compliance[key]["on_time_pct"]
+        row.median_resolution_hours = _round(_hours(medians.get(key)))
+        if key:
+            row.admin_url = filters.admin_url(**{admin_param: key})
+        rows.append(row)
+    rows.sort(key=lambda r: (-r.received, -r.backlog, str(r.label)))
+    return rows
+
+
+def _rollup_breakdown(filters, dimension):
+    groups = rollups.breakdown(
+        filters.selection(),
+        filters.start,
+        filters.end,
+        dimension,
+        _backlog_day(filters, timezone.now()),
+    )
+    by_key, compliance, medians = {}, {}, {}
+    for key, group in groups.items():
+        key = key or None  # 0 or "": the requests without one
+        if group["received"] or group["backlog"]:
+            by_key[key] = group
+        if group["with_due"]:
+            compliance[key] = {
+                "resolved": group["with_due"],
+                "on_time_pct": round(100 * group["on_time"] / group["with_due"], 1),
+            }
+        if group["completed"]:
+            medians[key] = group["median_resolution"]
+    return by_key, compliance, medians
+
+
+def _facts_breakdown(filters, dimension):
+    """A breakdown no rollup grain holds (crews under other filters), from the facts."""
+    facts = filters.selection().facts().order_by()
+
+    def counts(rows, **extra):
+        # Count("*") and the day: the covering indexes have no request id.
+        return {
+            row[dimension]: row
+            for row in rows.values(dimension).annotate(n=Count("*"), **extra).order_by()
+        }
+
+    received = counts(facts.filter(created_day__gte=filters.start, created_day__lte=filters.end))
+    backlog = {k: row["n"] for k, row in counts(facts.filter(ended_day__isnull=True)).items()}
+    before = _backlog_day(filters, timezone.now())
+    if before is not None:
+        for key, row in counts(facts.filter(created_day__gte=before)).items():
+            backlog[key] = backlog.get(key, 0) - row["n"]
+        for key, row in counts(facts.filter(ended_day__gte=before)).items():
+            backlog[key] = backlog.get(key, 0) + row["n"]
+    completed = facts.filter(completed_day__gte=filters.start, completed_day__lte=filters.end)
+    done = counts(
+        completed,
+        with_due=Count("completed_day", filter=Q(with_due=True)),
+        on_time=Count("completed_day", filter=Q(on_time=True)),
+    )
+    by_key = {}
+    for key in set(received) | set(backlog):
+        n, open_count = received.get(key, {}).get("n", 0), backlog.get(key, 0)
+        if n or open_count:
+            by_key[key] = {"received": n, "backlog": open_count}
+    compliance = {
+        key: {
+            "resolved": row["with_due"],
+            "on_time_pct": round(100 * row["on_time"] / row["with_due"], 1),
+        }
+        for key, row in done.items()
+        if row["with_due"]
+    }
+    medians = _grouped_median_of(completed, dimension, F("resolution_seconds"))
+    return by_key, compliance, medians
+
+
+def _exact_breakdown(requests, filters, dimension, now):
+    now = now or timezone.now()
     start, end = filters.range
     c = _conditions(start, end, now)
     requests = filters.apply_dimensions(requests)
@@ -697,28 +978,37 @@ def breakdown(requests, filters: Filters, dimension: str, now=None) -> list[Brea
         for row in completed.filter(due_at__isnull=False).sla_compliance(dimension)
     }
     medians = _grouped_median(completed, dimension, "resolved_at", "created_at")
-    keys = {row[dimension] for row in counts} | set(compliance) | set(medians)
-    names = {obj.pk: str(obj) for obj in model.objects.filter(pk__in=[k for k in keys if k])}
-    rows = []
-    by_key = {row[dimension]: row for row in counts}
-    for key in keys:
-        row = BreakdownRow(key=key, label=names.get(key, "—") if key else _("(none)"))
-        if key in by_key:
-            row.received = by_key[key]["received"]
-            row.backlog = by_key[key]["backlog"]
-        if key in compliance:
-            row.resolved = compliance[key]["resolved"]
-            row.on_time_pct = compliance[key]["on_time_pct"]
-        row.median_resolution_hours = _round(_hours(medians.get(key)))
-        if key:
-            row.admin_url = filters.admin_url(**{admin_param: key})
-        rows.append(row)
-    rows.sort(key=lambda r: (-r.received, -r.backlog, str(r.label)))
-    return rows
+    return {row[dimension]: row for row in counts}, compliance, medians
 
 
-def weekly_trend(requests, filters: Filters) -> list[dict]:
+def _weeks(filters):
+    weeks = []
+    monday = filters.start - timedelta(days=filters.start.weekday())
+    while monday <= filters.end:
+        weeks.append(monday)
+        monday += timedelta(days=7)
+    return weeks
+
+
+def weekly_trend(requests, filters: Filters, now=None) -> list[dict]:
     """Received requests and median resolution hours per week (weeks start on Monday)."""
+    if rollup_state(requests, now):
+        received = defaultdict(int)
+        hists = defaultdict(list)
+        for day, count, hist in rollups.daily(filters.selection(), filters.start, filters.end):
+            monday = day - timedelta(days=day.weekday())
+            received[monday] += count
+            hists[monday].append(hist)
+        return [
+            {
+                "week": week,
+                "received": received.get(week, 0),
+                "median_resolution_hours": _round(
+                    _hours(rollups.histogram_median(rollups.merge_hists(hists[week])))
+                ),
+            }
+            for week in _weeks(filters)
+        ]
     start, end = filters.range
     tz = timezone.get_current_timezone()
     requests = filters.apply_dimensions(requests)
@@ -735,11 +1025,6 @@ def weekly_trend(requests, filters: Filters) -> list[dict]:
     medians = _grouped_median(
         completed, TruncWeek("resolved_at", tzinfo=tz), "resolved_at", "created_at"
     )
-    weeks = []
-    monday = filters.start - timedelta(days=filters.start.weekday())
-    while monday <= filters.end:
-        weeks.append(monday)
-        monday += timedelta(days=7)
 
     def day(value):
         return value.astimezone(tz).date() if isinstance(value, datetime) else value
@@ -752,7 +1037,7 @@ def weekly_trend(requests, filters: Filters) -> list[dict]:
             "received": received.get(week, 0),
             "median_resolution_hours": _round(_hours(medians.get(week))),
         }
-        for week in weeks
+        for week in _weeks(filters)
     ]
 
 
@@ -819,21 +1104,26 @@ def svg_chart(rows, key, kind="bar", width=640, height=180) -> Chart:
     return chart
 
 
-def hotspots(requests, filters: Filters, *, min_count=3, limit=15) -> list[dict]:
+def hotspots(requests, filters: Filters, *, min_count=3, limit=15, now=None) -> list[dict]:
     """Places where the same problem keeps being reported: category and location rounded
     to 0.001° (about 110 m north–south), received in the period at least `min_count` times."""
+    source = _rows(requests, filters, now, rollup_state(requests, now))
     rows = (
-        filters.apply(requests)
-        .filter(lat__isnull=False, lng__isnull=False)
+        source.received.filter(lat__isnull=False, lng__isnull=False)
         .annotate(
             ry=Floor(F("lat") * Value(1000.0) + Value(0.5)),
             rx=Floor(F("lng") * Value(1000.0) + Value(0.5)),
         )
-        .values("category", "category__name", "ry", "rx")
-        .annotate(n=Count("pk"), open=Count("pk", filter=Q(status__in=OPEN_STATUSES)))
+        .values("category", "ry", "rx")
+        .annotate(n=Count(source.counted), open=Count(source.counted, filter=source.open))
         .filter(n__gte=min_count)
-        .order_by("-n", "category__name")[:limit]
+        .order_by()
     )
+    # Ranked here, not in SQL: grouping on the category's name too made PostgreSQL sort.
+    names = dict(ServiceCategory.objects.values_list("pk", "name"))
+    rows = sorted(rows, key=lambda row: (-row["n"], names.get(row["category"], "")))[:limit]
+    for row in rows:
+        row["category__name"] = names.get(row["category"])
     result = []
     for row in rows:
         lat, lng = row["ry"] / 1000, row["rx"] / 1000

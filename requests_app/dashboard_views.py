@@ -30,6 +30,8 @@ DASHBOARD_ROLES = {StaffRole.DIRECTOR, StaffRole.DISPATCHER, StaffRole.ADMINISTR
 EXPORT_ROLES = DASHBOARD_ROLES | {StaffRole.DEPARTMENT_STAFF}
 # Above this many rows an export is written by the worker instead of streamed.
 STREAM_MAX_ROWS = 50_000
+# The rollups are refreshed every minute; older figures mean the refresh is not running.
+AS_OF_LATE = timedelta(minutes=3)
 
 
 def _staff_only(roles):
@@ -58,6 +60,7 @@ def dashboard_page(request):
     if not request.GET:
         form = DashboardFilterForm(initial={"start": filters.start, "end": filters.end})
     requests = visible_requests(request.user)
+    state = dashboard.rollup_state(requests)
     trend = dashboard.weekly_trend(requests, filters)
     breakdowns = [
         (label, dashboard.breakdown(requests, filters, key))
@@ -79,6 +82,8 @@ def dashboard_page(request):
             "hotspots": dashboard.hotspots(requests, filters),
             "admin_url": filters.admin_url(),
             "query": filters.query_string(),
+            "as_of": state.refreshed_at if state else None,
+            "as_of_late": bool(state and timezone.now() - state.refreshed_at > AS_OF_LATE),
             "map_settings": {
                 "bounds": [[min_lat, min_lng], [max_lat, max_lng]],
                 "query": filters.query_string(),

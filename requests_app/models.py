@@ -544,6 +544,12 @@ class ServiceRequest(models.Model):
                 name="request_awaiting_intake",
             ),
             models.Index(fields=["category", "lat", "lng"], name="request_category_location"),
+            # The nearby-duplicate lookup: sized by the open backlog, not by years of history.
+            models.Index(
+                fields=["category", "lat", "lng"],
+                condition=Q(status__in=sorted(OPEN_STATUSES)),
+                name="request_open_location",
+            ),
             models.Index(fields=["status", "due_at"], name="request_status_due"),
             models.Index(
                 fields=["next_escalation_at"],
@@ -1567,3 +1573,6 @@ class WorkOrder(models.Model):
         if cost is not None:
             changes["cost"] = cost
         return self._move(WorkOrderStatus.COMPLETED, by=by, note=note, **changes)
+
+
+from .rollups import *  # noqa: E402, F403

@@ -33,6 +33,24 @@ def sweep_sla():
 
 
 @shared_task
+def refresh_rollups():
+    """The dashboard's figures: at most a minute stale (rollups.py). Overlapping runs skip."""
+    from .rollups import rollups_refresh
+
+    result = rollups_refresh()
+    return result and result.changed
+
+
+@shared_task
+def reconcile_rollups():
+    """Nightly: catches what no timestamp shows (a deleted request, a cost edited later)."""
+    from .rollups import rollups_refresh
+
+    result = rollups_refresh(reconcile=True)
+    return result and result.changed
+
+
+@shared_task
 def heartbeat():
     """Stamped by whichever worker takes it: /health/ reads how long ago that was."""
     return heartbeat_stamp()

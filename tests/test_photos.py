@@ -32,8 +32,9 @@ def report_data(pothole, **overrides):
 
 
 def submit_with_photos(client, pothole, photos, **overrides):
-    return client.post(reverse("requests_app:report"), {**report_data(pothole, **overrides),
-                                                        "photos": photos})
+    return client.post(
+        reverse("requests_app:report"), {**report_data(pothole, **overrides), "photos": photos}
+    )
 
 
 def stored_photo(client, pothole, photo, **overrides):
@@ -73,8 +74,10 @@ def is_blue(pixel):
 
 # --- Photos we refuse --------------------------------------------------------------------
 
-SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">' \
-      b'<script>alert(1)</script></svg>'
+SVG = (
+    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b"<script>alert(1)</script></svg>"
+)
 HTML = b"<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>"
 
 
@@ -181,8 +184,7 @@ def test_five_photos_are_all_stored(client, pothole):
 
 
 def test_one_bad_photo_among_good_ones_names_the_bad_one_and_stores_nothing(client, pothole):
-    photos = [upload("good.jpg", make_image(size=(40, 30))),
-              upload("bad.jpg", HTML)]
+    photos = [upload("good.jpg", make_image(size=(40, 30))), upload("bad.jpg", HTML)]
 
     response = submit_with_photos(client, pothole, photos)
 
@@ -287,10 +289,13 @@ def test_unknown_orientation_values_leave_the_photo_as_it_is(orientation):
 
 # --- What we store -------------------------------------------------------------------------
 
+
 def test_stored_photo_has_no_gps_no_camera_make_and_no_metadata(client, pothole):
-    photo = stored_photo(client, pothole, upload(
-        "gps.jpg", make_image(size=(300, 200), gps=CITY_CENTER, orientation=1)
-    ))
+    photo = stored_photo(
+        client,
+        pothole,
+        upload("gps.jpg", make_image(size=(300, 200), gps=CITY_CENTER, orientation=1)),
+    )
 
     for field in (photo.image, photo.thumbnail):
         image = open_stored(field)
@@ -308,9 +313,10 @@ def test_stored_photo_has_no_gps_no_camera_make_and_no_metadata(client, pothole)
 def test_stored_photo_drops_xmp_and_jpeg_comments(client, pothole):
     source = io.BytesIO()
     Image.new("RGB", (60, 40), (10, 120, 10)).save(
-        source, format="JPEG",
+        source,
+        format="JPEG",
         xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><exif:GPSLatitude>42,21.3N'
-            b"</exif:GPSLatitude></x:xmpmeta>",
+        b"</exif:GPSLatitude></x:xmpmeta>",
         comment=b"Taken at home, 7 Elm Street",
     )
     photo = stored_photo(client, pothole, upload("meta.jpg", source.getvalue()))
@@ -376,8 +382,9 @@ def test_png_with_transparency_is_stored_as_jpeg_on_white(client, pothole):
     source = io.BytesIO()
     image.save(source, format="PNG")
 
-    photo = stored_photo(client, pothole, upload("alpha.png", source.getvalue(),
-                                                 content_type="image/png"))
+    photo = stored_photo(
+        client, pothole, upload("alpha.png", source.getvalue(), content_type="image/png")
+    )
 
     stored = open_stored(photo.image)
     assert stored.format == "JPEG"
@@ -388,8 +395,11 @@ def test_png_with_transparency_is_stored_as_jpeg_on_white(client, pothole):
 
 
 def test_webp_photo_is_accepted_and_stored_as_jpeg(client, pothole):
-    photo = stored_photo(client, pothole, upload("shot.webp", make_image("WEBP", size=(60, 40)),
-                                                 content_type="image/webp"))
+    photo = stored_photo(
+        client,
+        pothole,
+        upload("shot.webp", make_image("WEBP", size=(60, 40)), content_type="image/webp"),
+    )
     assert open_stored(photo.image).format == "JPEG"
 
 
@@ -402,8 +412,9 @@ def test_heic_photo_is_accepted_and_stored_as_jpeg(client, pothole):
     except (KeyError, OSError, ValueError) as error:
         pytest.skip(f"pillow_heif cannot encode HEIC here: {error}")
 
-    photo = stored_photo(client, pothole, upload("phone.heic", source.getvalue(),
-                                                 content_type="image/heic"))
+    photo = stored_photo(
+        client, pothole, upload("phone.heic", source.getvalue(), content_type="image/heic")
+    )
 
     stored = open_stored(photo.image)
     assert stored.format == "JPEG"
@@ -423,7 +434,7 @@ def test_corrupt_heic_is_rejected_not_a_server_error():
     # (which byte does it depends on the encoder's version).
     start = heic.find(b"hvcC")
     for position in range(start + 4, start + 120):
-        corrupt = heic[:position] + b"\0" + heic[position + 1:]
+        corrupt = heic[:position] + b"\0" + heic[position + 1 :]
         try:
             Image.open(io.BytesIO(corrupt)).load()
         except RuntimeError:
@@ -454,6 +465,7 @@ def test_photo_without_gps_has_no_location():
 
 
 # --- Serving photos --------------------------------------------------------------------------
+
 
 def small_photo(name):
     return process_photo(upload(name, make_image(size=(60, 40))))

@@ -49,6 +49,7 @@ def assert_typed_answers_kept(html):
 
 # --- The report form ---------------------------------------------------------------------
 
+
 def test_report_form_offers_active_categories_grouped(client, pothole):
     CategoryFactory(code="old", name="Retired category", is_active=False)
 
@@ -241,6 +242,7 @@ def test_honeypot_field_is_rendered_empty_even_after_a_bot_filled_it(client, pot
 
 # --- Rate limit ----------------------------------------------------------------------------
 
+
 def test_third_report_in_an_hour_is_refused_with_429_and_answers_kept(client, pothole, settings):
     settings.REPORTS_PER_IP_PER_HOUR = 2
 
@@ -270,8 +272,9 @@ def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(client, pothole, s
     settings.REPORTS_PER_IP_PER_HOUR = 2
 
     statuses = [
-        client.post(REPORT_URL, report_data(pothole),
-                    HTTP_X_FORWARDED_FOR=f"198.51.100.{n}, 203.0.113.7").status_code
+        client.post(
+            REPORT_URL, report_data(pothole), HTTP_X_FORWARDED_FOR=f"198.51.100.{n}, 203.0.113.7"
+        ).status_code
         for n in range(3)
     ]
 
@@ -308,6 +311,7 @@ def test_staff_are_not_rate_limited(client, pothole, settings, dispatcher):
 
 # --- Language ------------------------------------------------------------------------------
 
+
 def test_report_made_after_switching_to_spanish_is_in_spanish(client, pothole):
     response = client.post("/i18n/setlang/", {"language": "es", "next": REPORT_URL})
     assert response.status_code == 302
@@ -321,6 +325,7 @@ def test_report_made_after_switching_to_spanish_is_in_spanish(client, pothole):
 
 # --- Confirmation and status pages -----------------------------------------------------------
 
+
 def small_photo(name):
     return process_photo(upload(name, make_image(size=(60, 40))))
 
@@ -328,8 +333,10 @@ def small_photo(name):
 @pytest.fixture
 def reported(pothole):
     service_request = ServiceRequestFactory(
-        category=pothole, description="Deep pothole by the bus stop",
-        reporter_name="Maria Lopez", reporter_email="maria@example.org",
+        category=pothole,
+        description="Deep pothole by the bus stop",
+        reporter_name="Maria Lopez",
+        reporter_email="maria@example.org",
         reporter_phone="617-555-0142",
     )
     shown = photo_attach(service_request, small_photo("a.jpg"))
@@ -356,15 +363,19 @@ def test_status_page_shows_what_the_public_may_see(client, reported):
     assert "A crew will fill it this week" in html
 
 
-def test_status_page_never_shows_reporter_details_internal_notes_or_hidden_photos(
-    client, reported
-):
+def test_status_page_never_shows_reporter_details_internal_notes_or_hidden_photos(client, reported):
     service_request, _shown, hidden = reported
 
     html = client.get(service_request.get_absolute_url()).content.decode()
 
-    for private in ("Maria Lopez", "maria@example.org", "617-555-0142", "555-0142",
-                    "neighbour dispute", str(hidden.id)):
+    for private in (
+        "Maria Lopez",
+        "maria@example.org",
+        "617-555-0142",
+        "555-0142",
+        "neighbour dispute",
+        str(hidden.id),
+    ):
         assert private not in html
 
 

@@ -53,17 +53,20 @@ def test_a_clashing_number_is_replaced_by_a_fresh_one(pothole, monkeypatch):
     assert models.ServiceRequest.objects.count() == 2
 
 
-@pytest.mark.parametrize("typed", [
-    "CD-7K4M-9Q2X",
-    "cd-7k4m-9q2x",
-    "cd7k4m9q2x",
-    "CD 7K4M 9Q2X",
-    "  cd-7k4m9q2x ",
-    "7K4M-9Q2X",
-    "7k4m9q2x",
-    "CD\u20137K4M\u20139Q2X",  # en dashes, as a word processor or email client writes them
-    "CD\u20117K4M\u20119Q2X",  # non-breaking hyphens
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "CD-7K4M-9Q2X",
+        "cd-7k4m-9q2x",
+        "cd7k4m9q2x",
+        "CD 7K4M 9Q2X",
+        "  cd-7k4m9q2x ",
+        "7K4M-9Q2X",
+        "7k4m9q2x",
+        "CD\u20137K4M\u20139Q2X",  # en dashes, as a word processor or email client writes them
+        "CD\u20117K4M\u20119Q2X",  # non-breaking hyphens
+    ],
+)
 def test_typed_numbers_are_normalized(typed):
     assert normalize_tracking_number(typed) == "CD-7K4M-9Q2X"
 
@@ -74,10 +77,22 @@ def test_number_whose_body_starts_with_cd_is_found_without_its_prefix():
     assert normalize_tracking_number("CD7K-9Q2X") == "CD-CD7K-9Q2X"
 
 
-@pytest.mark.parametrize("typed", [
-    "", None, "CD", "CD-7K4M", "CD-7K4M-9Q2X-1", "CD-7K4M-9Q2", "XX-7K4M-9Q2X",
-    "CD-0K4M-9Q2X", "CD-7K4M-9Q2I", "CD-7K4M-9Q2!", "CD-7K4M-9Q2L",
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "",
+        None,
+        "CD",
+        "CD-7K4M",
+        "CD-7K4M-9Q2X-1",
+        "CD-7K4M-9Q2",
+        "XX-7K4M-9Q2X",
+        "CD-0K4M-9Q2X",
+        "CD-7K4M-9Q2I",
+        "CD-7K4M-9Q2!",
+        "CD-7K4M-9Q2L",
+    ],
+)
 def test_malformed_numbers_are_refused(typed):
     assert normalize_tracking_number(typed) is None
 

@@ -81,7 +81,8 @@
         rectangle.on("click", function () { showCell(cell, data.zoom, rectangle); });
         rectangle.addTo(layer);
       });
-      status.textContent = data.cells.length + " cells · " + total + " requests";
+      status.textContent = data.cells.length + " cells · " + total + " requests" +
+        (data.as_of ? " · as of " + new Date(data.as_of).toLocaleTimeString() : "");
       status.dataset.cells = String(data.cells.length);
       status.dataset.total = String(total);
     }

@@ -27,6 +27,7 @@ from requests_app.models import (
     WorkOrder,
     WorkOrderStatus,
 )
+from requests_app.rollups import rollups_refresh
 
 DEMO_PASSWORD = "civicdesk-demo"
 
@@ -356,6 +357,8 @@ class Command(BaseCommand):
         to_create = max(0, requests - existing)
         for _ in range(to_create):
             self._request(rng, categories)
+        # The dashboard reads the rollups as soon as they exist; beat refreshes them each minute.
+        rollups_refresh(rebuild=True)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo city ready: {len(departments)} departments, {len(categories)} categories, "
