@@ -4,7 +4,7 @@
 
 Creates a throwaway database, seeds the demo city, starts gunicorn, a Celery worker and
 beat on this machine with Redis as the broker, and drives them with Locust
-(bench/locustfile.py): residents submitting reports with a 150 kB photo, status lookups,
+(bench/locustfile.py): residents submitting reports with a 1 MB photo, status lookups,
 portal browsing, Open311 GETs and POSTs and a dispatcher's admin lists, each at a fixed
 rate. Prints throughput, p50/p95/p99 and errors per endpoint, how long each submission
 took to be routed, and the memory of web and worker processes over the run. Figures, not

@@ -39,9 +39,8 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 CITY_NAME = env.str("CITY_NAME", default="Demo City")
 
 INSTALLED_APPS = [
-    # SimpleAdminConfig: django-leaflet's admin module needs GDAL, which CivicDesk does not use,
-    # so civicdesk/urls.py imports the admin modules instead of autodiscovery.
-    "django.contrib.admin.apps.SimpleAdminConfig",
+    # Django's admin with "view on site" scoped like the object (and no autodiscovery).
+    "requests_app.admin_site.CivicDeskAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -103,12 +103,14 @@ def process_photo(upload) -> ProcessedPhoto:
     # (a JPEG COM segment, free text that cameras and apps fill) unless told otherwise.
     image.info = {}
     image.thumbnail((settings.PHOTO_MAX_EDGE, settings.PHOTO_MAX_EDGE))
-    full = _jpeg_bytes(image, quality=85)
+    # Huffman optimisation would triple the encoder's time for a few per cent of bytes;
+    # the full image is encoded while the resident waits, the small thumbnail is cheap.
+    full = _jpeg_bytes(image, quality=85, optimize=False)
     thumb_image = image.copy()
     thumb_image.thumbnail((settings.PHOTO_THUMB_EDGE, settings.PHOTO_THUMB_EDGE))
     return ProcessedPhoto(
         image=full,
-        thumbnail=_jpeg_bytes(thumb_image, quality=80),
+        thumbnail=_jpeg_bytes(thumb_image, quality=80, optimize=True),
         width=image.width,
         height=image.height,
         gps=gps,
@@ -124,11 +126,11 @@ def _flatten(image):
     return image.convert("RGB")
 
 
-def _jpeg_bytes(image, *, quality):
+def _jpeg_bytes(image, *, quality, optimize):
     out = io.BytesIO()
     # EXIF/XMP/ICC are only written when passed explicitly, and we pass none; `info` was
     # emptied in process_photo, so no comment is copied either.
-    image.save(out, format="JPEG", quality=quality, optimize=True)
+    image.save(out, format="JPEG", quality=quality, optimize=optimize)
     return out.getvalue()
 
 

@@ -1295,16 +1295,7 @@ def run_checks(w, key, only=None):
 
 # Found by this file and left for the app's owners; each runs on its own, xfail(strict), so
 # that fixing it makes this list shrink. (pattern key, case label, role, method): why.
-KNOWN_BUGS = {
-    ("admin:view_on_site", "", "parks", "GET"): (
-        "/admin/r/<content type>/<id>/ (Django's contenttypes shortcut) redirects any staff "
-        "member to any object's get_absolute_url, telling Parks staff the tracking number of "
-        "a hidden Streets request instead of answering 404."
-    ),
-    ("admin:view_on_site", "", "crew", "GET"): (
-        "The same shortcut gives a crew member a request outside their work orders."
-    ),
-}
+KNOWN_BUGS = {}
 
 
 def test_every_url_pattern_is_classified():
