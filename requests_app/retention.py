@@ -2,8 +2,10 @@
 
 RETENTION_REPORTER_CONTACT_DAYS after a request was completed or closed, its reporter's
 name, email, phone and device/account ids are blanked and its followers' addresses
-replaced, by a daily task. The request, its description, photos and history stay; the
-history gains one entry saying that it happened, with no personal data in it.
+replaced, by a daily task; so are the residents' copies in the outbox (address, text) and
+the sender of emails the request came in or was answered by. The request, its description,
+photos and history stay; the history gains one entry saying that it happened, with no
+personal data in it.
 """
 
 from datetime import timedelta
@@ -13,6 +15,8 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+
+from notifications.models import InboundEmail, Notification
 
 from .models import Follower, HistoryEntry, ServiceRequest, Status
 
@@ -28,8 +32,29 @@ REPORTER_FIELDS = {
 }
 
 
+# Emails to staff hold staff addresses and what staff need; the others went to residents.
+RESIDENT_EMAIL_KINDS = [
+    kind
+    for kind in Notification.Kind.values
+    if kind not in {Notification.Kind.CREW, Notification.Kind.DIGEST, Notification.Kind.SLA}
+]
+
+
 def _identifiable_followers():
     return Follower.objects.exclude(email__endswith=f"@{ANONYMISED_DOMAIN}")
+
+
+def _identifiable_resident_emails():
+    # A pending email is still the outbox's to send (or give up on); it is taken next time.
+    return (
+        Notification.objects.filter(kind__in=RESIDENT_EMAIL_KINDS)
+        .exclude(status=Notification.Status.PENDING)
+        .exclude(recipient__endswith=f"@{ANONYMISED_DOMAIN}")
+    )
+
+
+def _identifiable_inbound_emails():
+    return InboundEmail.objects.exclude(sender="")
 
 
 def requests_due_for_anonymising(days: int, now=None):
@@ -38,7 +63,12 @@ def requests_due_for_anonymising(days: int, now=None):
     has_contact = Q()
     for field in REPORTER_FIELDS:
         has_contact |= ~Q(**{field: ""})
-    has_contact |= Q(Exists(_identifiable_followers().filter(request=OuterRef("pk"))))
+    for identifiable in (
+        _identifiable_followers(),
+        _identifiable_resident_emails(),
+        _identifiable_inbound_emails(),
+    ):
+        has_contact |= Q(Exists(identifiable.filter(request=OuterRef("pk"))))
     return (
         ServiceRequest.objects.filter(status__in=[Status.COMPLETED, Status.CLOSED])
         # Imported historic requests may have no resolution time: their last change is it.
@@ -82,6 +112,17 @@ def _anonymise(request, days):
             email=f"{follower.pk}@{ANONYMISED_DOMAIN}",
             unsubscribed_at=Coalesce("unsubscribed_at", now),
         )
+    # The outbox keeps that an email went out, and when; not to whom, nor its text (which
+    # greets the resident by name and may quote them).
+    for email in _identifiable_resident_emails().filter(request=request).only("pk"):
+        Notification.objects.filter(pk=email.pk).update(
+            recipient=f"outbox-{email.pk}@{ANONYMISED_DOMAIN}",
+            body_text="",
+            body_html="",
+            headers={},
+            render_context={},
+        )
+    _identifiable_inbound_emails().filter(request=request).update(sender="")
     request.record(
         HistoryEntry.Action.FIELD,
         actor="Retention",

@@ -139,3 +139,65 @@ def test_retention_runs_daily_from_beat():
     entry = app.conf.beat_schedule["anonymise-reporter-contacts"]
     assert entry["task"] == tasks.anonymise_reporter_contacts.name
     assert entry["schedule"].hour == {3}
+
+
+def test_the_residents_emails_in_the_outbox_and_inbound_senders_are_anonymised_too(pothole):
+    from notifications.models import InboundEmail, Notification
+
+    request = _resolved(pothole)
+    emails = {
+        kind: Notification.objects.create(
+            request=request,
+            recipient=recipient,
+            kind=kind,
+            language="en",
+            subject=f"Your request {request.tracking_number}",
+            body_text="Hello Maria Lopez, thank you for your report.",
+            body_html="<p>Hello Maria Lopez</p>",
+            status=Notification.Status.SENT,
+        )
+        for kind, recipient in [
+            (Notification.Kind.RECEIVED, "maria@example.org"),
+            (Notification.Kind.STATUS, "neighbour@example.org"),
+            (Notification.Kind.SLA, "streets@city.example"),
+        ]
+    }
+    inbound = InboundEmail.objects.create(
+        message_id="<m1@example.org>",
+        sender="maria@example.org",
+        subject="pothole",
+        outcome=InboundEmail.Outcome.NEW_REQUEST,
+        request=request,
+    )
+
+    assert reporter_contacts_anonymise(365) == 1
+
+    for kind in (Notification.Kind.RECEIVED, Notification.Kind.STATUS):
+        email = Notification.objects.get(pk=emails[kind].pk)
+        assert email.recipient.endswith("@anonymised.invalid")
+        assert "Maria" not in email.body_text + email.body_html
+        assert email.status == Notification.Status.SENT  # that it went out stays known
+    staff_email = Notification.objects.get(pk=emails[Notification.Kind.SLA].pk)
+    assert staff_email.recipient == "streets@city.example"
+    inbound.refresh_from_db()
+    assert inbound.sender == ""
+    # Nothing is left to find: a second run records nothing.
+    assert reporter_contacts_anonymise(365) == 0
+    assert len(_retention_entries(request)) == 1
+
+
+def test_an_email_still_pending_does_not_bring_the_request_back_each_day(pothole):
+    from notifications.models import Notification
+
+    request = _resolved(pothole)
+    Notification.objects.create(
+        request=request,
+        recipient="maria@example.org",
+        kind=Notification.Kind.STATUS,
+        language="en",
+        subject="Done",
+        body_text="Hello",
+    )
+    assert reporter_contacts_anonymise(365) == 1
+    assert reporter_contacts_anonymise(365) == 0
+    assert len(_retention_entries(request)) == 1
