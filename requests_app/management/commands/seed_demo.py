@@ -19,6 +19,7 @@ from requests_app.models import (
     Department,
     HistoryEntry,
     Priority,
+    ServiceAttribute,
     ServiceCategory,
     ServiceRequest,
     StaffProfile,
@@ -28,6 +29,59 @@ from requests_app.models import (
     WorkOrderStatus,
 )
 from requests_app.rollups import rollups_refresh
+
+# Per-category questions: (code, datatype, question, hint, choices).
+DEMO_QUESTIONS = {
+    "pothole": [
+        (
+            "size",
+            "singlevaluelist",
+            "How big is it?",
+            "",
+            [
+                ("small", "Smaller than a dinner plate"),
+                ("medium", "About the size of a car tyre"),
+                ("large", "Wider than a car tyre"),
+            ],
+        ),
+        (
+            "where",
+            "singlevaluelist",
+            "Where is it?",
+            "",
+            [
+                ("traffic-lane", "In a traffic lane"),
+                ("bike-lane", "In a bike lane"),
+                ("crosswalk", "In a crosswalk"),
+                ("curb", "Along the curb"),
+            ],
+        ),
+    ],
+    "streetlight": [
+        (
+            "pole-number",
+            "string",
+            "The number on the pole, if you can see it",
+            "Usually on a small plate at eye level",
+            [],
+        ),
+    ],
+    "illegal-dumping": [
+        (
+            "items",
+            "multivaluelist",
+            "What was left there?",
+            "Choose all that apply",
+            [
+                ("furniture", "Furniture or mattresses"),
+                ("tires", "Tyres"),
+                ("construction", "Construction debris"),
+                ("household", "Bags of household trash"),
+                ("hazardous", "Paint, oil or chemicals"),
+            ],
+        ),
+    ],
+}
 
 DEMO_PASSWORD = "civicdesk-demo"
 
@@ -348,6 +402,7 @@ class Command(BaseCommand):
             categories.append((category, samples))
         self._staff(departments)
         self._sla_policies(departments)
+        self._questions()
         self._districts()
         call_command("seed_addresses", stdout=self.stdout)
         self.crews = self._crews(departments)
@@ -435,6 +490,25 @@ class Command(BaseCommand):
         User = get_user_model()
         for slug in ("streets", "parks", "water"):
             Department.objects.filter(slug=slug).update(supervisor=User.objects.get(username=slug))
+
+    def _questions(self):
+        """A few per-category questions, as a city's staff would add them in the admin.
+        None is required: the demo's other channels file requests without answers."""
+        Datatype = ServiceAttribute.Datatype
+        for code, attributes in DEMO_QUESTIONS.items():
+            category = ServiceCategory.objects.get(code=code)
+            for order, (attribute, datatype, question, hint, values) in enumerate(attributes, 1):
+                ServiceAttribute.objects.update_or_create(
+                    category=category,
+                    code=attribute,
+                    defaults={
+                        "datatype": Datatype(datatype),
+                        "description": question,
+                        "datatype_description": hint,
+                        "order": order,
+                        "values": [{"key": key, "name": name} for key, name in values],
+                    },
+                )
 
     def _districts(self):
         from routing.models import District
