@@ -1,12 +1,18 @@
 """Open311 GET requests.json at 100k+ stored requests (PostgreSQL): p50/p95 per query shape.
 
     .venv/bin/python bench/open311_requests.py [--requests 150000] [--runs 30]
+        [--db civicdesk_bench_open311] [--keep] [--reuse]
 
-Builds a throwaway database (civicdesk_bench_open311) with requests spread over two years
-across six categories and every status, a few hidden, with public comments, internal notes,
-status history and photo rows; then times the whole Django request (middleware, view,
-queries, serialisation) for the filters clients use, each returning up to 1,000 rows.
-Prints figures; asserts nothing. Client and server share this machine's cores.
+Builds a throwaway database (civicdesk_bench_open311, or --db) with requests spread over
+two years across six categories and every status, a few hidden, with public comments,
+internal notes, status history and photo rows; then times the whole Django request
+(middleware, view, queries, serialisation) for the filters clients use, each returning up
+to 1,000 rows.
+Prints figures; asserts nothing. Client and server share this machine's cores, so next to
+the wall-clock times it prints CPU times, which other work on the machine disturbs less:
+this process's (Django's, median) and the PostgreSQL backend's (mean per request).
+--keep leaves the database in place afterwards and --reuse times one left so, without
+filling it again (a fill of 10M takes a while): for profiling, or several runs.
 """
 
 import argparse
@@ -18,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DB = "civicdesk_bench_open311"
+DEFAULT_DB = "civicdesk_bench_open311"
 # Tracking numbers in the real alphabet, so that lookups by id normalise like real ones.
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTWXYZ"
 CATEGORIES = ["pothole", "sidewalk", "streetlight", "graffiti", "trash", "tree"]
@@ -32,10 +38,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=150_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--reuse", action="store_true", help="time a database kept earlier")
     args = parser.parse_args()
+    DB = args.db
 
-    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    psql(f"CREATE DATABASE {DB}")
+    if not args.reuse:
+        psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        psql(f"CREATE DATABASE {DB}")
     os.environ.update(
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB}",
         # Production settings: DEBUG would record every query and slow the figures down.
@@ -56,18 +67,25 @@ def main():
     from django.test import Client
     from django.utils import timezone
 
-    from requests_app.models import Department, ServiceCategory
+    from requests_app.models import Department, ServiceCategory, ServiceRequest
 
     try:
-        call_command("migrate", verbosity=0)
-        department = Department.objects.create(name="Streets", slug="streets")
-        category_ids = [
-            ServiceCategory.objects.create(
-                code=code, name=code.title(), group="Streets", department=department, sla_hours=72
-            ).pk
-            for code in CATEGORIES
-        ]
-        _fill(connection, category_ids, department.pk, args.requests)
+        if args.reuse:
+            print(f"(reusing {DB}: {ServiceRequest.objects.count():,} requests)")
+        else:
+            call_command("migrate", verbosity=0)
+            department = Department.objects.create(name="Streets", slug="streets")
+            category_ids = [
+                ServiceCategory.objects.create(
+                    code=code,
+                    name=code.title(),
+                    group="Streets",
+                    department=department,
+                    sla_hours=72,
+                ).pk
+                for code in CATEGORIES
+            ]
+            _fill(connection, category_ids, department.pk, args.requests)
 
         client = Client(HTTP_HOST="127.0.0.1")
         now = timezone.now()
@@ -102,10 +120,16 @@ def main():
             ("XML", "requests.xml", {}),
             ("50 service_request_ids", "requests.json", {"service_request_id": ids}),
         ]
-        print(f"\n{'query':<34} {'rows':>5} {'p50':>9} {'p95':>9} {'CPU p50':>9} {'bytes':>10}")
+        print(f"(load average {_load_average()})")
+        print(
+            f"\n{'query':<34} {'rows':>5} {'p50':>9} {'p95':>9} {'CPU p50':>9} {'PG CPU':>8} "
+            f"{'bytes':>10}"
+        )
         for label, path, params in shapes:
             timings, cpu, rows, size = [], [], 0, 0
             client.get(f"/open311/v2/{path}", params)  # warm caches; not counted
+            backend = _backend_pid(connection)
+            backend_started = _backend_cpu_ms(backend)
             for _ in range(args.runs):
                 started, started_cpu = time.perf_counter(), time.process_time()
                 response = client.get(f"/open311/v2/{path}", params)
@@ -120,12 +144,17 @@ def main():
                     if path.endswith("xml")
                     else (response.content.count(b'"service_request_id"'))
                 )
+            # The database server's CPU, a mean: the kernel counts it in 10 ms ticks.
+            backend_cpu = (_backend_cpu_ms(backend) - backend_started) / args.runs
+            if _backend_pid(connection) != backend:
+                backend_cpu = float("nan")  # the connection was replaced along the way
             timings.sort()
             p95 = timings[min(len(timings) - 1, int(0.95 * len(timings)))]
             print(
                 f"{label:<34} {rows:>5} {statistics.median(timings):>7.1f}ms {p95:>7.1f}ms "
-                f"{statistics.median(cpu):>7.1f}ms {size:>10,}"
+                f"{statistics.median(cpu):>7.1f}ms {backend_cpu:>6.1f}ms {size:>10,}"
             )
+        print(f"(load average {_load_average()})")
         with connection.cursor() as cursor:
             cursor.execute(
                 "EXPLAIN ANALYZE SELECT id FROM requests_app_servicerequest WHERE is_public AND "
@@ -136,7 +165,28 @@ def main():
         print(f"\nPlan of the default window (ids only):\n  {plan}")
     finally:
         connection.close()
-        psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        if not args.keep:
+            psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+def _backend_pid(connection):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _backend_cpu_ms(pid):
+    """CPU time of a PostgreSQL backend on this machine, user and system, in ms."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")  # a server elsewhere
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _load_average():
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def _fill(connection, category_ids, department_id, count):

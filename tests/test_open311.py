@@ -22,10 +22,17 @@ from requests_app.models import (
     ServiceRequest,
     StaffRole,
     Status,
+    WorkOrder,
 )
-from requests_app.open311 import api_client_issue_key, api_client_revoke, request_token
+from requests_app.open311 import (
+    api_client_issue_key,
+    api_client_revoke,
+    request_token,
+    w3c,
+    w3c_from_epoch,
+)
 from requests_app.photos import process_photo
-from requests_app.services import photo_attach, request_process_intake
+from requests_app.services import photo_attach, request_process_intake, work_order_add_photo
 
 from .conftest import SHARED_DATA, upload
 from .factories import CITY_CENTER, CategoryFactory, ServiceRequestFactory, staff_user
@@ -383,6 +390,26 @@ def test_media_url_is_the_first_public_photo_absolute(client, pothole, photo_upl
     assert client.get(row["media_url"].removeprefix(settings.SITE_URL)).status_code == 200
 
 
+def test_media_url_is_the_earliest_of_own_and_work_order_photos(
+    client, pothole, photo_upload, settings
+):
+    order = WorkOrder.objects.create(department=pothole.department)
+    own_first = public_request(pothole, work_order=order)
+    crew_first = public_request(pothole, work_order=order)
+    photo_attach(own_first, process_photo(photo_upload()))
+    crew = work_order_add_photo(order, process_photo(photo_upload()), kind=Photo.Kind.BEFORE)
+    later = photo_attach(crew_first, process_photo(photo_upload()))
+    earlier = timezone.now() - timedelta(days=1)
+    Photo.objects.filter(request=own_first).update(uploaded_at=earlier)
+
+    rows = as_json(client.get(url("requests")))
+    media = {r["service_request_id"]: r["media_url"] for r in rows}
+    own_photo = Photo.objects.get(request=own_first)
+    assert media[own_first.tracking_number] == f"{settings.SITE_URL}/photos/{own_photo.id}/full/"
+    assert media[crew_first.tracking_number] == f"{settings.SITE_URL}/photos/{crew.id}/full/"
+    assert str(later.id) not in json.dumps(rows)
+
+
 def test_closed_statuses_map_to_closed(client, pothole, dispatcher):
     done = public_request(pothole)
     done.change_status(Status.COMPLETED, by=dispatcher)
@@ -539,6 +566,62 @@ def test_extensions_add_chicago_style_extended_attributes(client, pothole, dispa
     notes = root.findall("request/extended_attributes/notes/note")
     assert [n.findtext("type") for n in notes] == ["opened", "activity", "activity"]
     assert children(notes[0]) == ["datetime", "summary", "type", "description"]
+
+
+def test_notes_keep_the_order_of_events_within_one_second(client, pothole, dispatcher):
+    sr = public_request(pothole, created_at=datetime(2026, 3, 2, 15, 0, 0, 100, tzinfo=UTC))
+    # Within one second, and numbered against the order they happened in.
+    comment = sr.add_comment("Crew on the way", by=dispatcher, public=True)
+    comment.created_at = datetime(2026, 3, 2, 15, 0, 0, 900_000, tzinfo=UTC)
+    comment.save(update_fields=["created_at"])
+    # An id above the comment's, so that only the time can put it first (bulk_create: the
+    # model refuses to save() an entry that has an id).
+    entry = HistoryEntry(
+        pk=10**9,
+        request=sr,
+        at=datetime(2026, 3, 2, 15, 0, 0, 400_000, tzinfo=UTC),
+        action=HistoryEntry.Action.STATUS,
+        field="status",
+        old_value=Status.RECEIVED,
+        new_value=Status.ASSIGNED,
+        is_public=True,
+    )
+    HistoryEntry.objects.bulk_create([entry])
+
+    (row,) = as_json(client.get(url("request", "json", sr.tracking_number), {"extensions": "1"}))
+    notes = row["extended_attributes"]["notes"]
+    assert [n["summary"] for n in notes] == [
+        "Request opened",
+        "Status changed to Assigned",
+        "Public comment",
+    ]
+    assert {n["datetime"] for n in notes} == {"2026-03-02T10:00:00-05:00"}
+    assert row["status_notes"] == "Crew on the way"
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 7, 1, 12, 0, 0, 999_999, tzinfo=UTC),
+        datetime(2026, 11, 1, 5, 59, 59, 500_000, tzinfo=UTC),  # 01:59:59 EDT, then EST
+        datetime(2026, 11, 1, 6, 0, 0, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+    ],
+)
+def test_datetimes_read_as_microseconds_show_as_w3c(when):
+    tz = timezone.get_current_timezone()
+    microseconds = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert w3c_from_epoch(microseconds, tz) == w3c(when, tz)
+    assert w3c_from_epoch(None, tz) is None
+
+
+def test_xml_escapes_what_residents_type(client, pothole):
+    sr = public_request(pothole, description="Fish & chips <shop> sign\x0b fell >here")
+    xml = client.get(url("request", "xml", sr.tracking_number))
+    assert b"<description>Fish &amp; chips &lt;shop&gt; sign fell &gt;here</description>" in (
+        xml.content
+    )
+    assert as_xml(xml).findtext("request/description") == "Fish & chips <shop> sign fell >here"
 
 
 def test_parent_of_a_duplicate_is_not_named_when_hidden(client, pothole):
