@@ -200,7 +200,7 @@ def _fill(connection, category_ids, department_id, count):
                 channel, status, priority, forward_count, close_reason, is_public,
                 reporter_name, reporter_email, reporter_phone, reporter_device_id,
                 reporter_account_id, address_id, import_source, external_id, language,
-                created_at, updated_at, expected_at, sla_paused_seconds, escalation_level,
+                created_at, updated_at, expected_at, sla_paused_seconds,
                 duplicate_confirmed, intake_processed_at)
             SELECT 'CD-22' || substr(%s, 1 + (i / 20511149) %% 29, 1)
                    || substr(%s, 1 + (i / 707281) %% 29, 1)
@@ -218,7 +218,7 @@ def _fill(connection, category_ids, department_id, count):
                    now() - interval '730 days' * (i::float8 / %s),
                    now() - interval '730 days' * (i::float8 / %s) + (i %% 20) * interval '1 day',
                    now() - interval '730 days' * (i::float8 / %s) + interval '3 days',
-                   0, 0, false, now()
+                   0, false, now()
             FROM generate_series(1, %s) AS i
             """,
             [*[ALPHABET] * 6, category_ids, len(category_ids), department_id, *[count] * 4],

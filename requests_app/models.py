@@ -517,14 +517,12 @@ class ServiceRequest(models.Model):
     first_response_at = models.DateTimeField(_("first response"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
     due_at = models.DateTimeField(_("due"), null=True, blank=True)
-    # The SLA clock: acknowledge and resolve deadlines, the at-risk point, pauses while we
-    # wait for the resident, and the next escalation step the sweep must take.
+    # The SLA deadlines: acknowledge and resolve, the at-risk point, and pauses while we
+    # wait for the resident. The escalation ladder's progress is in EscalationClock.
     acknowledge_due_at = models.DateTimeField(_("acknowledge by"), null=True, blank=True)
     at_risk_at = models.DateTimeField(_("at risk from"), null=True, blank=True)
     sla_paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_paused_seconds = models.PositiveIntegerField(default=0, editable=False)
-    escalation_level = models.PositiveSmallIntegerField(_("escalation steps taken"), default=0)
-    next_escalation_at = models.DateTimeField(null=True, blank=True, editable=False)
     expected_at = models.DateTimeField(
         _("expected by (told to the resident)"), null=True, blank=True
     )
@@ -551,11 +549,6 @@ class ServiceRequest(models.Model):
                 name="request_open_location",
             ),
             models.Index(fields=["status", "due_at"], name="request_status_due"),
-            models.Index(
-                fields=["next_escalation_at"],
-                condition=Q(next_escalation_at__isnull=False),
-                name="request_next_escalation",
-            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -665,6 +658,7 @@ class ServiceRequest(models.Model):
 
         from . import sla
 
+        was_running = sla.is_running(self)
         changes.update(sla.on_status_change(self, old_status, new_status, now))
         self.status = old_status  # until the update below succeeds
         with transaction.atomic():
@@ -675,6 +669,8 @@ class ServiceRequest(models.Model):
                 )
             for name, value in changes.items():
                 setattr(self, name, value)
+            if sla.is_running(self) != was_running:  # paused, resumed, closed or reopened
+                sla.clock_set(self)
             reason_label = CloseReason(close_reason).label if close_reason else ""
             self.record(
                 HistoryEntry.Action.STATUS,
@@ -718,13 +714,16 @@ class ServiceRequest(models.Model):
             return False
         setattr(self, field, value)
         changes = {field: value, "updated_at": timezone.now()}
-        if field in ("priority", "category"):
+        rescheduled = field in ("priority", "category")
+        if rescheduled:
             from . import sla
 
             changes.update(sla.schedule(self))  # targets depend on both
             for name, new in changes.items():
                 setattr(self, name, new)
         type(self).objects.filter(pk=self.pk).update(**changes)
+        if rescheduled:
+            sla.clock_set(self)
         self.record(
             action or HistoryEntry.Action.FIELD,
             by=by,
@@ -1049,6 +1048,39 @@ class Follower(models.Model):
 
     def __str__(self):
         return f"{self.email} → {self.request}"
+
+
+class EscalationClock(models.Model):
+    """How far up its SLA ladder a request is, and when the sweep takes the next rung.
+
+    Kept apart from the request: every rung the sweep takes rewrites this row, and this
+    narrow table has two small indexes where the request row has about twenty, all of
+    which a rewrite of the request would touch (see sla.sla_sweep). `next_at` is empty
+    while the clock is stopped: paused, closed, or at the top of the ladder.
+    """
+
+    request = models.OneToOneField(
+        ServiceRequest,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="escalation_clock",
+    )
+    level = models.PositiveSmallIntegerField(_("escalation steps taken"), default=0)
+    next_at = models.DateTimeField(_("next escalation step"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("escalation clock")
+        verbose_name_plural = _("escalation clocks")
+        indexes = [
+            models.Index(
+                fields=["next_at"],
+                condition=Q(next_at__isnull=False),
+                name="escalation_clock_due",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.request_id}: {self.level}"
 
 
 class HistoryEntry(models.Model):

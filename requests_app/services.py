@@ -147,6 +147,9 @@ def request_process_intake(request_id: int) -> bool:
             request_locate(request, located)
         elif request.has_location and not request.address_id:
             request_address_from_pin(request)
+        # The escalation clock starts here rather than in the resident's request: its
+        # first rung is hours away, and intake is done within seconds (or by the sweep).
+        sla.clock_set(request)
         request_route(request)
         request_group_duplicates(request)
         request.intake_processed_at = timezone.now()

@@ -1,11 +1,13 @@
 """Service-level clocks: deadlines in wall-clock or business time, pauses, escalations.
 
-Times are computed, never ticked: a request stores its deadlines and the moment of its
-next escalation step (an indexed column), and the periodic sweep only looks at rows whose
-moment has come. Each step is claimed with a conditional UPDATE on escalation_level, so
-two sweeps at once — or one run twice — take every step exactly once.
+Times are computed, never ticked: a request stores its deadlines, its EscalationClock the
+rung it has reached and the moment of the next (an indexed column), and the periodic
+sweep only looks at clocks whose moment has come. Each step is claimed by locking the
+clock and moving it up with an UPDATE conditional on its level, so two sweeps at once —
+or one run twice — take every step exactly once.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -15,13 +17,14 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .models import (
     OPEN_STATUSES,
     Department,
+    EscalationClock,
     EscalationStep,
     HistoryEntry,
     Priority,
@@ -148,32 +151,63 @@ def targets_for(category, priority) -> Targets:
     )
 
 
+def is_running(request) -> bool:
+    """Whether the request's escalation clock runs: open, and not waiting for the resident."""
+    return request.status in OPEN_STATUSES and request.sla_paused_at is None
+
+
 def schedule(request, targets=None) -> dict:
-    """The SLA fields `request` should have now, as a dict ready for an UPDATE."""
+    """The deadlines `request` should have now, as a dict ready for an UPDATE."""
     targets = targets or targets_for(request.category, request.priority)
-    start, paused = request.created_at, request.sla_paused_seconds
-    clock = targets.clock
-
-    def point(share):
-        return clock.add(start, float(share) * targets.resolve + paused)
-
-    fields = {
-        "due_at": point(1),
-        "at_risk_at": point(AT_RISK_SHARE),
+    clock, start = targets.clock, request.created_at
+    paused = request.sla_paused_seconds
+    return {
+        "due_at": _point(request, targets, 1),
+        "at_risk_at": _point(request, targets, AT_RISK_SHARE),
         "acknowledge_due_at": (
             clock.add(start, targets.acknowledge + paused) if targets.acknowledge else None
         ),
     }
-    running = request.status in OPEN_STATUSES and request.sla_paused_at is None
-    if running and request.escalation_level < len(targets.ladder):
-        fields["next_escalation_at"] = point(targets.ladder[request.escalation_level][0])
-    else:
-        fields["next_escalation_at"] = None
-    return fields
+
+
+def step_at(request, level, targets=None) -> datetime | None:
+    """When rung `level` of the request's ladder comes due; None while the clock is stopped
+    or once the ladder is climbed."""
+    targets = targets or targets_for(request.category, request.priority)
+    if not is_running(request) or level >= len(targets.ladder):
+        return None
+    return _point(request, targets, targets.ladder[level][0])
+
+
+def _point(request, targets, share) -> datetime:
+    """The moment `share` of the resolve time has passed, pauses left out."""
+    seconds = float(share) * targets.resolve + request.sla_paused_seconds
+    return targets.clock.add(request.created_at, seconds)
+
+
+def clock_set(request, *, level=None) -> EscalationClock:
+    """Stop, restart or move the request's clock after its status, priority or category
+    changed (or put it at `level`, for requests brought in with a past).
+
+    The clock row is locked first, so a sweep taking a rung at this moment finishes
+    before the next rung is worked out from the level it leaves.
+    """
+    with transaction.atomic():
+        clock = EscalationClock.objects.select_for_update().filter(request=request).first()
+        clock = clock or EscalationClock(request=request)
+        if level is not None:
+            clock.level = level
+        clock.next_at = step_at(request, clock.level)
+        clock.save()
+    return clock
 
 
 def on_status_change(request, old_status, new_status, now) -> dict:
-    """Pause the clock while we wait for the resident; resume and reschedule after."""
+    """Pause the clock while we wait for the resident; resume and reschedule after.
+
+    Returns the request's changed fields; the caller moves the escalation clock
+    (clock_set) once they are saved.
+    """
     changes = {}
     if new_status == Status.WAITING and request.sla_paused_at is None:
         changes["sla_paused_at"] = now
@@ -245,9 +279,11 @@ def state(request, now=None) -> str:
 def sla_sweep(now=None, batch=1000) -> int:
     """Take every escalation step that has come due, each exactly once.
 
-    Work is done a batch at a time and in sets: the batch is locked with one SELECT and
-    moved up the ladder with one UPDATE, and its history entries and staff emails are
-    inserted in bulk, so the cost follows the number of steps due, not the table.
+    Work is done a batch at a time and in sets: one SELECT locks the batch's clocks and
+    requests, one UPDATE moves the clocks up a rung, another raises the priority of the
+    few requests whose rung says so, and the history entries and staff emails are
+    inserted in bulk. The cost follows the number of steps due, not the table, and a
+    rung rewrites the narrow clock row rather than the wide request.
     """
     now = now or timezone.now()
     taken = 0
@@ -263,61 +299,67 @@ class _Due:
     """A request whose next rung has come, with just what a rung needs."""
 
     pk: int
-    escalation_level: int
+    level: int
     category: object
     priority: int
     created_at: datetime
     sla_paused_seconds: int
+    sla_paused_at: datetime | None
+    status: str
     due_at: datetime
     tracking_number: str
     address: str
     department: object
     crew_id: int | None
     assignee_id: int | None
-    status: str = Status.ASSIGNED  # only open, running requests have a rung scheduled
-    sla_paused_at: None = None
 
 
 _DUE_FIELDS = (
-    "pk",
-    "escalation_level",
-    "category_id",
-    "priority",
-    "created_at",
-    "sla_paused_seconds",
-    "due_at",
-    "tracking_number",
-    "address",
-    "department_id",
-    "crew_id",
-    "assignee_id",
+    "request_id",
+    "level",
+    "request__category_id",
+    "request__priority",
+    "request__created_at",
+    "request__sla_paused_seconds",
+    "request__sla_paused_at",
+    "request__status",
+    "request__due_at",
+    "request__tracking_number",
+    "request__address",
+    "request__department_id",
+    "request__crew_id",
+    "request__assignee_id",
 )
 
 
 def _lock_due(now, batch) -> list[_Due]:
-    # SKIP LOCKED lets a second sweep take the rows the first has not locked instead of
-    # waiting for it; SQLite has no row locks and serialises writers instead.
-    rows = list(
-        ServiceRequest.objects.filter(next_escalation_at__lte=now)
-        .order_by("next_escalation_at")
-        .select_for_update(skip_locked=True)
-        .values_list(*_DUE_FIELDS)[:batch]
-    )
+    # SKIP LOCKED lets a second sweep take the rungs the first has not locked instead of
+    # waiting for it; SQLite has no row locks and serialises writers instead. The request
+    # rows are locked too (NO KEY UPDATE: inserts referring to them go on) so that a
+    # status or priority change waits for the rung, or the rung for the next sweep.
+    due = EscalationClock.objects.filter(next_at__lte=now).order_by("next_at")
+    due = due.values_list(*_DUE_FIELDS)[:batch]
+    if connection.vendor == "postgresql":
+        # select_for_update(of=...) cannot name a relation that values_list() joins.
+        sql, params = due.query.sql_with_params()
+        tables = (EscalationClock._meta.db_table, ServiceRequest._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} FOR NO KEY UPDATE OF {', '.join(tables)} SKIP LOCKED", params)
+            rows = cursor.fetchall()
+    else:
+        rows = list(due)
     categories = ServiceCategory.objects.select_related("sla_policy__calendar").in_bulk(
         {row[2] for row in rows}
     )
     departments = Department.objects.select_related("supervisor").in_bulk(
-        {row[9] for row in rows if row[9]}
+        {row[11] for row in rows if row[11]}
     )
     return [
         _Due(
             pk,
             level,
             categories[category_id],
-            priority,
-            created_at,
-            paused,
-            due_at,
+            *values,
             number,
             address,
             departments.get(department_id),
@@ -328,10 +370,7 @@ def _lock_due(now, batch) -> list[_Due]:
             pk,
             level,
             category_id,
-            priority,
-            created_at,
-            paused,
-            due_at,
+            *values,
             number,
             address,
             department_id,
@@ -362,29 +401,33 @@ def _sweep_batch(now, batch) -> tuple[int, int]:
             return 0, 0
         targets = _TargetsCache()
         wording = _Wording()
-        moves, effects = [], {}
+        moves, raises, effects = [], [], {}
         for due in found:
             ladder = targets.get_for(due).ladder
-            level = due.escalation_level
-            due.escalation_level = level + 1
-            if level >= len(ladder):
-                moves.append(_move(due, level, targets.get_for(due)))  # the ladder got shorter
+            level = due.level
+            if level >= len(ladder) or not is_running(due):
+                # The ladder got shorter, or the request stopped some way the clock missed.
+                moves.append((due.pk, level, level, None))
                 continue
             share, notify, raise_priority = ladder[level]
-            note = wording.note % {
-                "share": f"{share:g}×",
-                "due": f"{timezone.localtime(due.due_at):%Y-%m-%d %H:%M}",
-            }
             old_priority = due.priority
             if raise_priority and due.priority < Priority.URGENT:
                 due.priority += 1
-            moves.append(_move(due, level, targets.get_for(due)))
-            effects[due.pk] = (due, level, share, notify, note, old_priority)
-        taken = [effects[pk] for pk in _apply_moves(moves) if pk in effects]
+                raises.append((due.pk, due.priority, *schedule(due, targets.get_for(due)).values()))
+            moves.append((due.pk, level, level + 1, step_at(due, level + 1, targets.get_for(due))))
+            effects[due.pk] = (due, share, notify, old_priority)
+        claimed = set(_move_clocks(moves))
+        taken = [effect for pk, effect in effects.items() if pk in claimed]
+        _raise_priorities([r for r in raises if r[0] in claimed], now)
         recipients = _Recipients([due for due, *_rest in taken])
+        zone = timezone.get_current_timezone()
         history, notifications = [], []
-        for due, level, share, notify, note, old_priority in taken:
-            history.append(_history_row(due, now, "escalation", level, level + 1, note))
+        for due, share, notify, old_priority in taken:
+            note = wording.note % {
+                "share": f"{share:g}×",
+                "due": f"{due.due_at.astimezone(zone):%Y-%m-%d %H:%M}",
+            }
+            history.append(_history_row(due, now, "escalation", due.level, due.level + 1, note))
             if due.priority != old_priority:
                 history.append(_history_row(due, now, "priority", old_priority, due.priority, note))
             notifications.extend(
@@ -392,7 +435,7 @@ def _sweep_batch(now, batch) -> tuple[int, int]:
                 for recipient in recipients.for_step(due, notify)
             )
         _insert(HistoryEntry, HISTORY_COLUMNS, history)
-        created = _insert(Notification, NOTIFICATION_COLUMNS, notifications)
+        created = _insert(Notification, NOTIFICATION_COLUMNS, notifications, ids=True)
         if created:
             enqueue_on_commit(send_notification_batch, created)
     return len(found), len(taken)
@@ -425,8 +468,9 @@ def _history_row(due, now, field, old, new, note) -> tuple:
     return (due.pk, now, "SLA", action, field, str(old), str(new), note)
 
 
-def _insert(model, columns, rows) -> list[int]:
-    """INSERT rows given as tuples of `columns`, with the model's defaults for the rest.
+def _insert(model, columns, rows, *, ids=False) -> list[int]:
+    """INSERT rows given as tuples of `columns`, with the model's defaults for the rest;
+    returns the new primary keys when `ids` is asked for.
 
     On PostgreSQL the rows go through COPY: a sweep writes thousands of them, and building
     model instances for bulk_create cost more than everything else the sweep does.
@@ -441,81 +485,102 @@ def _insert(model, columns, rows) -> list[int]:
     rest = [
         f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in columns
     ]
-    defaults = tuple(f.get_db_prep_save(f.get_default(), connection) for f in rest)
+    # COPY reads text: JSON defaults are written as their text once, not dumped per row.
+    defaults = tuple(
+        json.dumps(f.get_default())
+        if isinstance(f, models.JSONField)
+        else f.get_db_prep_save(f.get_default(), connection)
+        for f in rest
+    )
     table = model._meta.db_table
-    names = ", ".join(
-        connection.ops.quote_name(c) for c in ("id", *columns, *(f.column for f in rest))
-    )
+    names = [*columns, *(f.column for f in rest)]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, len(rows)],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for pk, row in zip(ids, rows, strict=True):
-                copy.write_row((pk, *row, *defaults))
-    return ids
+        keys = []
+        if ids:
+            # COPY cannot say which keys it gave, so they are taken from the sequence first.
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [table, len(rows)],
+            )
+            keys = [row[0] for row in cursor.fetchall()]
+            names.insert(0, "id")
+            rows = [(pk, *row) for pk, row in zip(keys, rows, strict=True)]
+        quoted = ", ".join(connection.ops.quote_name(name) for name in names)
+        with cursor.cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((*row, *defaults))
+    return keys
 
 
-def _move(due, level, targets) -> tuple:
-    """The row's new values: one rung up, its priority, and the schedule that follows."""
-    fields = schedule(due, targets)
-    return (
-        due.pk,
-        level,
-        due.escalation_level,
-        due.priority,
-        fields["due_at"],
-        fields["at_risk_at"],
-        fields["acknowledge_due_at"],
-        fields["next_escalation_at"],
-    )
+def _move_clocks(moves) -> list[int]:
+    """Write every (request, level, new level, next rung's time) at once; returns the
+    requests whose clock was still at `level`.
 
-
-def _apply_moves(moves) -> list[int]:
-    """Write every move in one statement; returns the pks whose rung was still `level`.
-
-    The condition on escalation_level is the claim: a rung another sweep has taken in
-    the meantime (possible on SQLite, which does not lock rows) is not taken again.
+    The condition on the level is the claim: a rung another sweep has taken in the
+    meantime (possible on SQLite, which does not lock rows) is not taken again.
     """
-    table = ServiceRequest._meta.db_table
-    now = timezone.now()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            # Kept for the connection's life and emptied at commit: no catalog churn.
             cursor.execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS sla_moves (id bigint, level int, "
-                "new_level int, priority int, due_at timestamptz, at_risk_at timestamptz, "
-                "acknowledge_due_at timestamptz, next_escalation_at timestamptz) "
-                "ON COMMIT DELETE ROWS"
-            )
-            cursor.execute("DELETE FROM sla_moves")
-            with cursor.cursor.copy("COPY sla_moves FROM STDIN") as copy:
-                for move in moves:
-                    copy.write_row(move)
-            cursor.execute(
-                f"UPDATE {table} AS r SET escalation_level = m.new_level, priority = m.priority, "
-                "due_at = m.due_at, at_risk_at = m.at_risk_at, "
-                "acknowledge_due_at = m.acknowledge_due_at, "
-                "next_escalation_at = m.next_escalation_at, updated_at = %s "
-                "FROM sla_moves AS m WHERE r.id = m.id AND r.escalation_level = m.level "
-                "RETURNING r.id",
-                [now],
+                f"UPDATE {EscalationClock._meta.db_table} AS c "
+                "SET level = m.new_level, next_at = m.next_at "
+                "FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::timestamptz[]) "
+                "AS m(request_id, level, new_level, next_at) "
+                "WHERE c.request_id = m.request_id AND c.level = m.level "
+                "RETURNING c.request_id",
+                [_array(column) for column in zip(*moves, strict=True)],
             )
             return [row[0] for row in cursor.fetchall()]
-    claimed = []
-    with connection.cursor() as cursor:
-        for pk, level, new_level, priority, due_at, at_risk, acknowledge, next_at in moves:
+    return [
+        pk
+        for pk, level, new_level, next_at in moves
+        if EscalationClock.objects.filter(request_id=pk, level=level).update(
+            level=new_level, next_at=next_at
+        )
+    ]
+
+
+def _array(values) -> str:
+    """A PostgreSQL array literal of numbers and moments (None as NULL).
+
+    psycopg adapts a Python list element by element, which cost the sweep more than the
+    statement the list was for; numbers and ISO times need no quoting in a literal.
+    """
+    return (
+        "{"
+        + ",".join(
+            "NULL" if v is None else v.isoformat() if isinstance(v, datetime) else str(v)
+            for v in values
+        )
+        + "}"
+    )
+
+
+def _raise_priorities(raises, now):
+    """The rungs that raise priority: the request's new priority and the deadlines that
+    follow from it, given as (request, priority, due_at, at_risk_at, acknowledge_due_at)."""
+    if not raises:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} SET escalation_level = %s, priority = %s, due_at = %s, "
-                "at_risk_at = %s, acknowledge_due_at = %s, next_escalation_at = %s, "
-                "updated_at = %s WHERE id = %s AND escalation_level = %s",
-                [new_level, priority, due_at, at_risk, acknowledge, next_at, now, pk, level],
+                f"UPDATE {ServiceRequest._meta.db_table} AS r SET priority = m.priority, "
+                "due_at = m.due_at, at_risk_at = m.at_risk_at, "
+                "acknowledge_due_at = m.acknowledge_due_at, updated_at = %s "
+                "FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::timestamptz[], "
+                "%s::timestamptz[]) AS m(id, priority, due_at, at_risk_at, acknowledge_due_at) "
+                "WHERE r.id = m.id",
+                [now, *(_array(column) for column in zip(*raises, strict=True))],
             )
-            if cursor.rowcount:
-                claimed.append(pk)
-    return claimed
+        return
+    for pk, priority, due_at, at_risk_at, acknowledge_due_at in raises:
+        ServiceRequest.objects.filter(pk=pk).update(
+            priority=priority,
+            due_at=due_at,
+            at_risk_at=at_risk_at,
+            acknowledge_due_at=acknowledge_due_at,
+            updated_at=now,
+        )
 
 
 class _Recipients:

@@ -55,6 +55,7 @@ from notifications.services import outbox_sweep
 from notifications.tasks import send_department_digests, sweep_outbox
 from requests_app.models import (
     Department,
+    EscalationClock,
     HistoryEntry,
     ServiceRequest,
     StaffRole,
@@ -509,10 +510,12 @@ def test_two_beats_escalate_each_request_once(pothole):
     requests = [submit(pothole, email="") for _ in range(30)]
     ServiceRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
         department=pothole.department,  # as routing would: its address hears of the rung
-        next_escalation_at=timezone.now() - timedelta(minutes=1),
+    )
+    EscalationClock.objects.filter(request__in=requests).update(
+        next_at=timezone.now() - timedelta(minutes=1)
     )
     assert sum(run_twice_at_once(sweep_sla)) == 30
-    assert set(ServiceRequest.objects.values_list("escalation_level", flat=True)) == {1}
+    assert set(EscalationClock.objects.values_list("level", flat=True)) == {1}
     steps = Counter(
         HistoryEntry.objects.filter(action=HistoryEntry.Action.SLA).values_list(
             "request_id", flat=True

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from requests_app.models import (
     CloseReason,
     Department,
+    EscalationClock,
     HistoryEntry,
     ServiceCategory,
     ServiceRequest,
@@ -63,7 +64,8 @@ def test_nyc_import_creates_requests_categories_departments_and_history(mailoutb
     assert (request.lat, request.lng) == pytest.approx((40.690092, -73.846428))
     assert request.tracking_number.startswith("CD-")
     # Written directly: processed, no routing, no emails, one CREATED entry each.
-    assert request.intake_processed_at is not None and request.next_escalation_at is None
+    assert request.intake_processed_at is not None
+    assert not EscalationClock.objects.filter(request=request, next_at__isnull=False).exists()
     assert list(request.history.values_list("action", flat=True)) == [HistoryEntry.Action.CREATED]
     assert HistoryEntry.objects.count() == 990
     assert mailoutbox == []

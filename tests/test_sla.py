@@ -13,6 +13,7 @@ from django.utils import timezone
 from notifications.models import Notification
 from requests_app import sla
 from requests_app.models import (
+    EscalationClock,
     EscalationStep,
     HistoryEntry,
     Holiday,
@@ -25,7 +26,7 @@ from requests_app.models import (
 )
 from requests_app.services import Intake, request_process_intake, request_submit
 
-from .factories import CITY_CENTER, ServiceRequestFactory, staff_user
+from .factories import CITY_CENTER, CategoryFactory, ServiceRequestFactory, staff_user
 
 NY = ZoneInfo("America/New_York")
 
@@ -129,10 +130,18 @@ def graffiti_policy(calendar):
     return policy
 
 
+def escalation_clock(request):
+    return EscalationClock.objects.get(request=request)
+
+
 def submit(category, **extra):
-    return request_submit(
+    """A request as the worker leaves it: submitted, then through intake (routing, clock)."""
+    request = request_submit(
         Intake(category=category, description="x", lat=CITY_CENTER[0], lng=CITY_CENTER[1], **extra)
     )
+    request_process_intake(request.pk)
+    request.refresh_from_db()
+    return request
 
 
 def test_business_hours_policy_sets_deadlines_at_intake(pothole, graffiti_policy, frozen):
@@ -142,7 +151,10 @@ def test_business_hours_policy_sets_deadlines_at_intake(pothole, graffiti_policy
     request = submit(pothole)
     assert request.due_at == ny(2026, 12, 4, 17)
     assert request.acknowledge_due_at == ny(2026, 11, 30, 17)
-    assert request.next_escalation_at == request.at_risk_at
+    assert (
+        escalation_clock(request).level == 0
+        and escalation_clock(request).next_at == request.at_risk_at
+    )
 
 
 def test_priority_change_recomputes_deadlines(pothole, frozen):
@@ -151,6 +163,20 @@ def test_priority_change_recomputes_deadlines(pothole, frozen):
     request._set("priority", Priority.URGENT)
     request.refresh_from_db()
     assert request.due_at == request.created_at + (normal_due - request.created_at) / 2
+    assert escalation_clock(request).next_at == request.at_risk_at  # the next rung moved with them
+
+
+def test_category_change_moves_the_clock_from_the_rung_reached(pothole, graffiti_policy, frozen):
+    request = submit(pothole)
+    frozen.tick(hours=pothole.sla_hours * 0.75 + 0.01)
+    assert sla.sla_sweep() == 1
+    graffiti = CategoryFactory(
+        code="graffiti", department=pothole.department, sla_policy=graffiti_policy
+    )
+    request._set("category", graffiti)
+    request.refresh_from_db()
+    assert escalation_clock(request).level == 1
+    assert escalation_clock(request).next_at == request.due_at  # rung 2 of the ladder is the breach
 
 
 def test_waiting_for_the_resident_pauses_the_clock(pothole, frozen):
@@ -159,13 +185,13 @@ def test_waiting_for_the_resident_pauses_the_clock(pothole, frozen):
     frozen.tick(hours=1)
     request.change_status(Status.WAITING)
     request.refresh_from_db()
-    assert request.next_escalation_at is None and request.sla_paused_at == frozen.now
+    assert escalation_clock(request).next_at is None and request.sla_paused_at == frozen.now
     frozen.tick(hours=5)
     request.change_status(Status.ASSIGNED)
     request.refresh_from_db()
     assert request.sla_paused_at is None
     assert request.due_at == due + timedelta(hours=5)
-    assert request.next_escalation_at is not None
+    assert escalation_clock(request).next_at == request.at_risk_at
 
 
 def test_paused_requests_are_not_escalated(pothole, frozen):
@@ -208,7 +234,15 @@ def test_ladder_warns_then_breaches_then_tells_director_each_once(pothole, staff
     frozen.tick(hours=hours * 0.25)
     assert sla.sla_sweep() == 1
     request.refresh_from_db()
-    assert request.priority == Priority.HIGH  # raised at breach
+    assert request.priority == Priority.HIGH  # raised at breach, and deadlines follow it
+    assert (
+        request.due_at
+        == sla.schedule(request)["due_at"]
+        < request.created_at + timedelta(hours=hours)
+    )
+    assert escalation_clock(request).next_at == request.created_at + timedelta(
+        hours=hours * 2 * 0.75
+    )
     frozen.tick(hours=hours)
     assert sla.sla_sweep() == 1
     frozen.tick(days=30)
@@ -231,6 +265,15 @@ def test_completed_requests_stop_escalating(pothole, frozen):
     assert sla.sla_sweep() == 0
 
 
+def test_sweep_stops_the_clock_of_a_request_closed_behind_its_back(pothole, frozen):
+    request = submit(pothole)
+    ServiceRequest.objects.filter(pk=request.pk).update(status=Status.CLOSED)
+    frozen.tick(days=30)
+    assert sla.sla_sweep() == 0
+    assert escalation_clock(request).next_at is None and escalation_clock(request).level == 0
+    assert not request.history.filter(action=HistoryEntry.Action.SLA).exists()
+
+
 def test_sla_state_for_lists(pothole, frozen):
     request = submit(pothole)
     assert sla.state(request) == "on_track"
@@ -243,8 +286,8 @@ def test_sla_state_for_lists(pothole, frozen):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_sweeps_take_each_step_once(pothole, staffed):
     requests = [submit(pothole) for _ in range(20)]
-    ServiceRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
-        next_escalation_at=timezone.now() - timedelta(minutes=1)
+    EscalationClock.objects.filter(request__in=requests).update(
+        next_at=timezone.now() - timedelta(minutes=1)
     )
     results, errors = [], []
 
@@ -264,7 +307,7 @@ def test_concurrent_sweeps_take_each_step_once(pothole, staffed):
     assert not errors, errors
     assert sum(results) == 20
     assert HistoryEntry.objects.filter(action=HistoryEntry.Action.SLA).count() == 20
-    assert set(ServiceRequest.objects.values_list("escalation_level", flat=True)) == {1}
+    assert set(EscalationClock.objects.values_list("level", flat=True)) == {1}
 
 
 # --- Expected-by -----------------------------------------------------------------------------

@@ -672,8 +672,7 @@ class Command(BaseCommand):
             setattr(request, name, value)
         # Demo history is old: steps already past are taken as done, not replayed as emails.
         now = timezone.now()
-        request.escalation_level = 3 if request.due_at < now else int(request.at_risk_at < now)
-        request.next_escalation_at = sla.schedule(request)["next_escalation_at"]
+        escalation_level = 3 if request.due_at < now else int(request.at_risk_at < now)
         request.expected_at = request.due_at
 
         request.district = district_for(request.lat, request.lng)
@@ -698,3 +697,4 @@ class Command(BaseCommand):
                 completed_at=at if final == Status.COMPLETED else None,
             )
         request.save()
+        sla.clock_set(request, level=escalation_level)
