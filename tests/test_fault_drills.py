@@ -53,6 +53,7 @@ from django.utils import timezone
 from notifications.models import DigestRun, Notification
 from notifications.services import outbox_sweep
 from notifications.tasks import send_department_digests, sweep_outbox
+from requests_app import sla
 from requests_app.models import (
     Department,
     EscalationClock,
@@ -511,6 +512,8 @@ def test_two_beats_escalate_each_request_once(pothole):
     ServiceRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
         department=pothole.department,  # as routing would: its address hears of the rung
     )
+    for request in requests:
+        sla.clock_set(request)  # as intake would
     EscalationClock.objects.filter(request__in=requests).update(
         next_at=timezone.now() - timedelta(minutes=1)
     )
