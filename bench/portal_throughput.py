@@ -57,10 +57,10 @@ def admin_connection(pg_url):
     return psycopg.connect(f"{pg_url}/postgres", autocommit=True)
 
 
-def recreate_database(pg_url, name):
+def recreate_database(pg_url, name, template=None):
     with admin_connection(pg_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
 
 
 def drop_database(pg_url, name):
@@ -119,15 +119,32 @@ def manage(env, *command, timeout=180):
         raise RuntimeError(f"manage.py {' '.join(command)} failed ({done.returncode})")
 
 
+BENCH_REQUESTS = (
+    "SELECT count(*) FROM requests_app_servicerequest WHERE reporter_email LIKE '%@bench.example'"
+)
+BENCH_EMAILS = (
+    "SELECT count(*) FROM notifications_notification WHERE recipient LIKE '%@bench.example'"
+)
+
+
+def bench_rows(database_url):
+    """(requests, queued emails) that bench submissions made, this run's or a template's."""
+    with psycopg.connect(database_url) as conn:
+        return tuple(conn.execute(q).fetchone()[0] for q in (BENCH_REQUESTS, BENCH_EMAILS))
+
+
 def prepare_database(args, env, database_url):
     manage(env, "migrate", "--no-input", "-v", "0")
-    manage(env, "seed_demo", "--requests", str(args.seed_requests))
+    if not args.template_db:
+        manage(env, "seed_demo", "--requests", str(args.seed_requests))
     manage(env, "collectstatic", "--no-input", "-v", "0")
     with psycopg.connect(database_url, autocommit=True) as conn:
+        # The seeded requests: a template may also hold an earlier run's submissions.
         numbers = [
             row[0]
             for row in conn.execute(
-                "SELECT tracking_number FROM requests_app_servicerequest WHERE is_public"
+                "SELECT tracking_number FROM requests_app_servicerequest "
+                "WHERE is_public AND reporter_email NOT LIKE '%@bench.example'"
             )
         ]
         pg_info = {
@@ -579,6 +596,12 @@ def parse_args():
         help="server URL without a database name",
     )
     parser.add_argument("--db-name", default="civicdesk_bench")
+    parser.add_argument(
+        "--template-db",
+        default="",
+        help="copy this seeded database (migrate runs on the copy; no seed_demo) "
+        "instead of seeding a new one; nobody may be connected to it",
+    )
     parser.add_argument("--keep-db", action="store_true", help="leave the database afterwards")
     parser.add_argument(
         "--redis-url",
@@ -636,13 +659,16 @@ def main():
     started = time.monotonic()
     try:
         print(
-            f"Creating database {args.db_name}, migrating, seeding "
+            f"Creating database {args.db_name} as a copy of {args.template_db}, migrating ..."
+            if args.template_db
+            else f"Creating database {args.db_name}, migrating, seeding "
             f"{args.seed_requests} requests ...",
             flush=True,
         )
-        recreate_database(args.postgres, args.db_name)
+        recreate_database(args.postgres, args.db_name, args.template_db)
         state["db_created"] = True
         numbers, pg_info = prepare_database(args, env, database_url)
+        rows_before = bench_rows(database_url)
 
         setup_seconds = time.monotonic() - started
         port = free_port()
@@ -669,15 +695,8 @@ def main():
                     run_phase(kind, args.duration, args, port, forms, numbers, meter)
                 )
 
-        with psycopg.connect(database_url) as conn:
-            created = conn.execute(
-                "SELECT count(*) FROM requests_app_servicerequest "
-                "WHERE reporter_email LIKE '%@bench.example'"
-            ).fetchone()[0]
-            notifications = conn.execute(
-                "SELECT count(*) FROM notifications_notification "
-                "WHERE recipient LIKE '%@bench.example'"
-            ).fetchone()[0]
+        rows_after = bench_rows(database_url)
+        created, notifications = (rows_after[i] - rows_before[i] for i in (0, 1))
         broker = "Redis" if args.redis_url else "filesystem (temporary directory)"
         print_report(args, results, pg_info, broker, created, notifications)
         print(

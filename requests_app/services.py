@@ -43,7 +43,9 @@ def request_submit(intake: Intake) -> ServiceRequest:
     in the worker, and a periodic sweep redoes whatever an unreachable broker dropped.
     """
     category = intake.category
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (the portal counts the attempt in it): a
+    # failure here fails the caller's whole transaction, which every caller lets propagate.
+    with transaction.atomic(savepoint=False):
         request = ServiceRequest(
             created_at=timezone.now(),
             category=category,

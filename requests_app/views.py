@@ -4,9 +4,10 @@ from itertools import groupby
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Count, F, Q
-from django.db.models.functions import Round
-from django.http import FileResponse, JsonResponse
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import Now, Round
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import truncatechars
 from django.utils import timezone
@@ -110,77 +111,98 @@ def _client_ip(request):
     return request.META.get("REMOTE_ADDR", "")
 
 
+def _within_rate_limit(request) -> bool:
+    return request.user.is_staff or IntakeThrottle.hit(
+        f"report:{_client_ip(request)}",
+        limit=settings.REPORTS_PER_IP_PER_HOUR,
+        window=timedelta(hours=1),
+    )
+
+
+def _too_many_reports(request, form):
+    form.is_valid()  # keep the typed answers and show any other errors as well
+    form.add_error(
+        None,
+        _(
+            "Too many reports have come from your connection in the last hour. Please "
+            "try again later, or call 311 if it is urgent."
+        ),
+    )
+    return render(request, "requests_app/report.html", _report_context(form), status=429)
+
+
+def _second_step(request, form):
+    """The second step without JavaScript, or None: the same problem may be reported nearby,
+    or the city already knows and says so in a service notice."""
+    data = form.cleaned_data
+    if "1" in request.POST.getlist("file_anyway") or data.get("lat") is None:
+        return None
+    nearby = grouping.nearby_for_portal(data["category"], data["lat"], data["lng"])
+    notices = notices_for(data["lat"], data["lng"], data["category"])
+    if not (nearby or notices):
+        return None
+    return _report_context(
+        form, nearby=nearby, notices=notices, photos_dropped=bool(data["photos"])
+    )
+
+
+def _intake(form) -> Intake:
+    data = form.cleaned_data
+    return Intake(
+        category=data["category"],
+        description=data["description"],
+        channel=Channel.WEB,
+        lat=data.get("lat"),
+        lng=data.get("lng"),
+        address=data.get("address", ""),
+        reporter_name=data.get("name", ""),
+        reporter_email=data.get("email", ""),
+        reporter_phone=data.get("phone", ""),
+        language=get_language(),
+        photos=form.processed_photos,
+    )
+
+
 @require_http_methods(["GET", "POST"])
 def report(request):
     if request.method == "POST":
         if "find_address" in request.POST or "pick_address" in request.POST:
             return _address_step(request)
-        form = ReportForm(request.POST, request.FILES)
-        within_limit = request.user.is_staff or IntakeThrottle.hit(
-            f"report:{_client_ip(request)}",
-            limit=settings.REPORTS_PER_IP_PER_HOUR,
-            window=timedelta(hours=1),
-        )
-        if not within_limit:
-            form.is_valid()  # keep the typed answers and show any other errors as well
-            form.add_error(
-                None,
-                _(
-                    "Too many reports have come from your connection in the last hour. Please "
-                    "try again later, or call 311 if it is urgent."
-                ),
-            )
-            return render(request, "requests_app/report.html", _report_context(form), status=429)
         if "follow" in request.POST:
+            if not _within_rate_limit(request):
+                return _too_many_reports(request, ReportForm(request.POST, request.FILES))
             return _follow(request)
-        if form.is_valid():
-            data = form.cleaned_data
-            seen_nearby = "1" in request.POST.getlist("file_anyway")
-            if not seen_nearby and data.get("lat") is not None:
-                # The second step without JavaScript: the same problem may be reported.
-                nearby = grouping.nearby_for_portal(data["category"], data["lat"], data["lng"])
-                # ...or the city already knows and says so in a service notice.
-                notices = notices_for(data["lat"], data["lng"], data["category"])
-                if nearby or notices:
-                    return render(
-                        request,
-                        "requests_app/report.html",
-                        _report_context(
-                            form,
-                            nearby=nearby,
-                            notices=notices,
-                            photos_dropped=bool(data["photos"]),
-                        ),
-                    )
-            service_request = request_submit(
-                Intake(
-                    category=data["category"],
-                    description=data["description"],
-                    channel=Channel.WEB,
-                    lat=data.get("lat"),
-                    lng=data.get("lng"),
-                    address=data.get("address", ""),
-                    reporter_name=data.get("name", ""),
-                    reporter_email=data.get("email", ""),
-                    reporter_phone=data.get("phone", ""),
-                    language=get_language(),
-                    photos=form.processed_photos,
-                )
-            )
-            response = redirect("requests_app:confirmation", service_request.tracking_number)
-            # A signed cookie rather than the session: an anonymous resident needs no
-            # session row just to be thanked on the next page.
-            response.set_signed_cookie(
-                SUBMITTED_COOKIE,
-                service_request.tracking_number,
-                salt=SUBMITTED_COOKIE,
-                max_age=3600,
-                secure=request.is_secure(),
-                httponly=True,
-                samesite="Lax",
-            )
-            return response
-        return render(request, "requests_app/report.html", _report_context(form), status=400)
+        form = ReportForm(request.POST, request.FILES)
+        valid = form.is_valid()
+        service_request = step_two = None
+        # The attempt is counted in the transaction that files the report: one commit, and
+        # so one wait for the disk, instead of two. Attempts that file nothing (invalid,
+        # refused, shown the second step) commit their count alone.
+        with transaction.atomic():
+            within_limit = _within_rate_limit(request)
+            if within_limit and valid:
+                step_two = _second_step(request, form)
+                if step_two is None:
+                    service_request = request_submit(_intake(form))
+        if not within_limit:
+            return _too_many_reports(request, form)
+        if step_two is not None:
+            return render(request, "requests_app/report.html", step_two)
+        if service_request is None:
+            return render(request, "requests_app/report.html", _report_context(form), status=400)
+        response = redirect("requests_app:confirmation", service_request.tracking_number)
+        # A signed cookie rather than the session: an anonymous resident needs no
+        # session row just to be thanked on the next page.
+        response.set_signed_cookie(
+            SUBMITTED_COOKIE,
+            service_request.tracking_number,
+            salt=SUBMITTED_COOKIE,
+            max_age=3600,
+            secure=request.is_secure(),
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
 
     initial = {}
     category = ServiceCategory.objects.active().filter(code=request.GET.get("category")).first()
@@ -371,10 +393,36 @@ def confirmation(request, tracking_number):
     )
 
 
+# The public request with whether it has public photos and whether any notice is current:
+# most requests have no photo and notices are rare, so the status page skips those queries
+# unless there is something to show. Composed once, because composing it costs more than
+# running it; `.get()` works on a copy. Now() keeps "current" a question for the database.
+_STATUS_PAGE_REQUESTS = (
+    ServiceRequest.objects.public()
+    .select_related("category", "department")
+    .annotate(
+        any_public_photos=Exists(
+            Photo.objects.filter(
+                Q(request=OuterRef("pk")) | Q(work_order=OuterRef("work_order")),
+                is_public=True,
+            )
+        ),
+        any_current_notices=Exists(ServiceNotice.objects.current(Now())),
+    )
+)
+
+
+def _status_request_or_404(tracking_number):
+    try:
+        return _STATUS_PAGE_REQUESTS.get(tracking_number=tracking_number)
+    except ServiceRequest.DoesNotExist:
+        raise Http404 from None
+
+
 @require_GET
 def status(request, tracking_number):
-    service_request = public_request_or_404(tracking_number)
-    photos = service_request.public_photos()
+    service_request = _status_request_or_404(tracking_number)
+    photos = service_request.public_photos() if service_request.any_public_photos else []
     marker = (
         {"lat": service_request.lat, "lng": service_request.lng}
         if service_request.has_location
@@ -391,7 +439,9 @@ def status(request, tracking_number):
             "map_settings": _map_settings(),
             "service_notices": notices_for(
                 service_request.lat, service_request.lng, service_request.category
-            ),
+            )
+            if service_request.any_current_notices
+            else [],
         },
     )
 

@@ -433,3 +433,86 @@ def test_description_with_markup_is_shown_as_text(client, pothole):
 
     assert '<script>alert("x")</script>' not in html
     assert "&lt;script&gt;" in html
+
+
+# --- What the status page reads (it skips queries when there is nothing to show) -------------
+
+
+def test_status_page_shows_the_crews_photo_of_its_work_order(client, pothole, dispatcher):
+    from requests_app.models import Crew, Photo, WorkOrder
+    from requests_app.services import work_order_add_photo
+
+    service_request = ServiceRequestFactory(category=pothole, department=pothole.department)
+    crew = Crew.objects.create(name="Crew 1", department=pothole.department)
+    order = WorkOrder.create_for([service_request], crew=crew, by=dispatcher)
+    after = work_order_add_photo(order, small_photo("after.jpg"), kind=Photo.Kind.AFTER)
+
+    html = client.get(service_request.get_absolute_url()).content.decode()
+
+    assert after.get_thumbnail_url() in html
+
+
+def test_status_page_shows_a_current_notice_around_the_request(client, pothole):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifications.models import ServiceNotice
+
+    service_request = ServiceRequestFactory(category=pothole)
+    url = service_request.get_absolute_url()
+    assert "Water main break" not in client.get(url).content.decode()
+
+    now = timezone.now()
+    notice = ServiceNotice.objects.create(
+        title="Water main break on Main St",
+        message="Crews on site until 6 pm.",
+        center_lat=service_request.lat,
+        center_lng=service_request.lng,
+        radius_m=300,
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(hours=5),
+    )
+    assert "Water main break on Main St" in client.get(url).content.decode()
+
+    ServiceNotice.objects.filter(pk=notice.pk).update(ends_at=now - timedelta(minutes=1))
+    assert "Water main break" not in client.get(url).content.decode()
+
+
+def test_status_page_without_photos_or_notices_runs_three_queries(
+    client, reported, django_assert_max_num_queries
+):
+    service_request, _shown, _hidden = reported
+    plain = ServiceRequestFactory(category=service_request.category)
+
+    # The request with whether it has photos and whether a notice is current; its status
+    # changes; its public comments.
+    with django_assert_max_num_queries(3):
+        assert client.get(plain.get_absolute_url()).status_code == 200
+    with django_assert_max_num_queries(4):  # and its photos
+        assert client.get(service_request.get_absolute_url()).status_code == 200
+
+
+def test_cached_parts_of_the_page_follow_the_language(client, reported):
+    service_request, _shown, _hidden = reported
+    url = service_request.get_absolute_url()
+
+    english = client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    spanish = client.get(url, HTTP_ACCEPT_LANGUAGE="es").content.decode()
+
+    assert 'aria-label="Main"' in english and 'aria-label="Principal"' in spanish
+    assert '<option value="es" selected>' in spanish
+    assert '<option value="en" selected>' in english
+    # The visitor's own token and path are never part of what is cached.
+    assert f'name="next" type="hidden" value="{url}"' in spanish
+    assert 'name="csrfmiddlewaretoken"' in spanish
+
+
+def test_a_refused_report_is_still_counted(client, pothole, settings):
+    settings.REPORTS_PER_IP_PER_HOUR = 1
+    post_report(client, pothole)
+    assert post_report(client, pothole).status_code == 429
+    assert post_report(client, pothole, description="").status_code == 429
+
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 3
+    assert ServiceRequest.objects.count() == 1
