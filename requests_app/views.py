@@ -61,7 +61,17 @@ def _open_request_cells():
 
 def _map_settings():
     min_lng, min_lat, max_lng, max_lat = service_area.bounds()
-    return {"bounds": [[min_lat, min_lng], [max_lat, max_lng]]}
+    return {
+        "bounds": [[min_lat, min_lng], [max_lat, max_lng]],
+        # Words static/portal/maps.js shows, in the resident's language.
+        "text": {
+            "openRequest": _("open request"),
+            "openRequests": _("open requests"),
+            "pinPlaced": _("Pin placed at"),
+            "finding": _("Finding your location…"),
+            "unavailable": _("Your location is not available. Tap the map or type an address."),
+        },
+    }
 
 
 @require_GET

@@ -1,5 +1,7 @@
 """The resident portal: reporting a problem, the confirmation and the public status page."""
 
+import json
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -516,3 +518,20 @@ def test_a_refused_report_is_still_counted(client, pothole, settings):
 
     assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 3
     assert ServiceRequest.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_maps_speak_the_residents_language(client):
+    def map_text(language):
+        page = client.get("/", HTTP_ACCEPT_LANGUAGE=language)
+        script = page.content.decode().split('id="map-settings" type="application/json">')[1]
+        return json.loads(script.split("</script>")[0])["text"]
+
+    assert map_text("en")["pinPlaced"] == "Pin placed at"
+    assert map_text("es") == {
+        "openRequest": "solicitud abierta",
+        "openRequests": "solicitudes abiertas",
+        "pinPlaced": "Marcador colocado en",
+        "finding": "Buscando tu ubicación…",
+        "unavailable": "Tu ubicación no está disponible. Toca el mapa o escribe una dirección.",
+    }

@@ -8,8 +8,8 @@
     return element ? JSON.parse(element.textContent) : null;
   }
 
-  // Words shown by the maps. A page may pass them translated in a "map-strings" json_script;
-  // until it does, these English ones are used.
+  // Words shown by the maps: the page passes them translated in its "map-settings"
+  // (views._map_settings); these English ones stand in for any it leaves out.
   var TEXT = {
     openRequest: "open request",
     openRequests: "open requests",
@@ -17,7 +17,7 @@
     finding: "Finding your location…",
     unavailable: "Your location is not available. Tap the map or type an address."
   };
-  var translated = readJSON("map-strings");
+  var translated = (readJSON("map-settings") || {}).text;
   if (translated) Object.keys(TEXT).forEach(function (key) {
     if (translated[key]) TEXT[key] = translated[key];
   });
