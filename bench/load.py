@@ -59,6 +59,11 @@ def parse_args():
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--db-name", default="civicdesk_load")
     parser.add_argument(
+        "--template-db",
+        default="",
+        help="copy this seeded database instead of seeding a new one (portal_throughput.py)",
+    )
+    parser.add_argument(
         "--redis-url",
         default="redis://127.0.0.1:6379/12",
         help="an empty Redis database for the broker (emptied again afterwards)",
