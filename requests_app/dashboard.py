@@ -6,7 +6,9 @@ Two sources, the same figures:
   built, when the user sees every request and no `now` is given. Counts, sums and means
   are exact as of the last refresh ("as of" on the page); medians are read from duration
   histograms, within ±5 % of the exact value; the heat map at fine zooms or under combined
-  filters, the cell details and the hotspots count the rollups' per-request facts.
+  filters, the cell details and the hotspots count the rollups' per-request facts. They
+  change only when the refresh runs, so the KPIs, breakdowns, trend and hotspots (and the
+  transparency tables) are computed once per refresh and filters (`_once_per_refresh`).
 - the requests themselves: for a restricted queryset (a department's staff, the public
   page), for figures as of a given `now` (tests compare these with hand-computed values),
   and before the first refresh. Aggregate queries over `visible_requests(user)`;
@@ -27,6 +29,7 @@ Which requests count for which figure (periods are half-open, [start, end)):
 import math
 import statistics
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -34,7 +37,8 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     Avg,
@@ -405,6 +409,25 @@ def _backlog_day(filters, now):
     return filters.end + timedelta(days=1) if end <= now else None
 
 
+def _once_per_refresh(state, name, filters, compute):
+    """What `compute` returns for these filters, computed once per refresh.
+
+    Figures read from the rollups and their facts change only when the refresh runs, so
+    keeping them until the next one (in this process's cache) makes nothing staler. The
+    first view after each refresh computes them: see bench/dashboard.py for that cost.
+    """
+    key = ":".join(
+        [
+            "dashboard",
+            name,
+            str(state.refreshed_at.timestamp()),
+            str(_backlog_day(filters, timezone.now())),
+            filters.query_string(),
+        ]
+    )
+    return cache.get_or_set(key, compute, timeout=5 * 60)
+
+
 # --- KPIs ----------------------------------------------------------------------------------
 
 
@@ -556,9 +579,13 @@ def satisfaction_figures(requests, start, end) -> dict:
 
 def kpis(requests, filters: Filters, now=None) -> list[Kpi]:
     median_note = ""
-    if rollup_state(requests, now):
-        cur = rollup_period_figures(filters)
-        prev = rollup_period_figures(filters.previous())
+    state = rollup_state(requests, now)
+    if state:
+
+        def both_periods():
+            return rollup_period_figures(filters), rollup_period_figures(filters.previous())
+
+        cur, prev = _once_per_refresh(state, "kpis", filters, both_periods)
         median_note = _("±5 %")
     else:
         now = now or timezone.now()
@@ -865,8 +892,20 @@ class BreakdownRow:
 
 
 def breakdown(requests, filters: Filters, dimension: str, now=None) -> list[BreakdownRow]:
+    state = rollup_state(requests, now)
+    if state:
+        return _once_per_refresh(
+            state,
+            f"breakdown:{dimension}",
+            filters,
+            lambda: _breakdown(requests, filters, dimension, now, state),
+        )
+    return _breakdown(requests, filters, dimension, now, state)
+
+
+def _breakdown(requests, filters, dimension, now, state):
     _label, model, admin_param = DIMENSIONS[dimension]
-    if rollup_state(requests, now):
+    if state:
         if filters.selection().grain(dimension):
             by_key, compliance, medians = _rollup_breakdown(filters, dimension)
         else:
@@ -992,23 +1031,32 @@ def _weeks(filters):
 
 def weekly_trend(requests, filters: Filters, now=None) -> list[dict]:
     """Received requests and median resolution hours per week (weeks start on Monday)."""
-    if rollup_state(requests, now):
-        received = defaultdict(int)
-        hists = defaultdict(list)
-        for day, count, hist in rollups.daily(filters.selection(), filters.start, filters.end):
-            monday = day - timedelta(days=day.weekday())
-            received[monday] += count
-            hists[monday].append(hist)
-        return [
-            {
-                "week": week,
-                "received": received.get(week, 0),
-                "median_resolution_hours": _round(
-                    _hours(rollups.histogram_median(rollups.merge_hists(hists[week])))
-                ),
-            }
-            for week in _weeks(filters)
-        ]
+    state = rollup_state(requests, now)
+    if state:
+        return _once_per_refresh(state, "trend", filters, lambda: _rollup_trend(filters))
+    return _exact_trend(requests, filters)
+
+
+def _rollup_trend(filters):
+    received = defaultdict(int)
+    hists = defaultdict(list)
+    for day, count, hist in rollups.daily(filters.selection(), filters.start, filters.end):
+        monday = day - timedelta(days=day.weekday())
+        received[monday] += count
+        hists[monday].append(hist)
+    return [
+        {
+            "week": week,
+            "received": received.get(week, 0),
+            "median_resolution_hours": _round(
+                _hours(rollups.histogram_median(rollups.merge_hists(hists[week])))
+            ),
+        }
+        for week in _weeks(filters)
+    ]
+
+
+def _exact_trend(requests, filters):
     start, end = filters.range
     tz = timezone.get_current_timezone()
     requests = filters.apply_dimensions(requests)
@@ -1107,7 +1155,30 @@ def svg_chart(rows, key, kind="bar", width=640, height=180) -> Chart:
 def hotspots(requests, filters: Filters, *, min_count=3, limit=15, now=None) -> list[dict]:
     """Places where the same problem keeps being reported: category and location rounded
     to 0.001° (about 110 m north–south), received in the period at least `min_count` times."""
-    source = _rows(requests, filters, now, rollup_state(requests, now))
+    state = rollup_state(requests, now)
+    if state:
+        return _once_per_refresh(
+            state,
+            f"hotspots:{min_count}:{limit}",
+            filters,
+            lambda: _hotspots(requests, filters, min_count, limit, now, state),
+        )
+    return _hotspots(requests, filters, min_count, limit, now, state)
+
+
+@contextmanager
+def _memory_for_grouping():
+    """Nearly every place is its own group (a month at 10M requests: ~200,000 groups):
+    with the default work_mem (4 MB) PostgreSQL's hash table spills to disk."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+        yield
+
+
+def _hotspots(requests, filters, min_count, limit, now, state):
+    source = _rows(requests, filters, now, state)
     rows = (
         source.received.filter(lat__isnull=False, lng__isnull=False)
         .annotate(
@@ -1117,11 +1188,19 @@ def hotspots(requests, filters: Filters, *, min_count=3, limit=15, now=None) -> 
         .values("category", "ry", "rx")
         .annotate(n=Count(source.counted), open=Count(source.counted, filter=source.open))
         .filter(n__gte=min_count)
-        .order_by()
+        .order_by("-n")
     )
-    # Ranked here, not in SQL: grouping on the category's name too made PostgreSQL sort.
+    # A month at 10M requests has ~15,000 places reported three times or more: read them
+    # most reported first, and only as far as the last count that can still make the list.
+    top = []
+    with _memory_for_grouping():
+        for row in rows.iterator(chunk_size=4 * limit):
+            if len(top) >= limit and row["n"] < top[limit - 1]["n"]:
+                break
+            top.append(row)
+    # Ties broken by name here, not in SQL: grouping on the name too made PostgreSQL sort.
     names = dict(ServiceCategory.objects.values_list("pk", "name"))
-    rows = sorted(rows, key=lambda row: (-row["n"], names.get(row["category"], "")))[:limit]
+    rows = sorted(top, key=lambda row: (-row["n"], names.get(row["category"], "")))[:limit]
     for row in rows:
         row["category__name"] = names.get(row["category"])
     result = []
@@ -1163,6 +1242,29 @@ class PublicRow:
     suppressed: bool = False
 
 
+TRANSPARENCY_DIMENSIONS = ("category", "district")
+
+
+def transparency_tables(filters: Filters) -> list[tuple[str, list[PublicRow]]]:
+    """The public page's tables of all public requests, by category and by district.
+
+    They read the requests table (the rollups do not know which requests are public): at
+    millions of requests that takes seconds. Everyone sees the same tables, so once the
+    rollups run they are computed once per refresh (a minute): like the dashboard's, at
+    most a minute stale. Before the first refresh (development, tests), every view computes
+    them.
+    """
+
+    def compute():
+        public = ServiceRequest.objects.public()
+        return [(d, transparency_table(public, filters, d)) for d in TRANSPARENCY_DIMENSIONS]
+
+    state = rollups.current_state()
+    if state is None:
+        return compute()
+    return _once_per_refresh(state, f"transparency:{transparency_min_cell()}", filters, compute)
+
+
 def transparency_table(public_requests, filters: Filters, dimension: str) -> list[PublicRow]:
     """Counts, on-time share and median times by category or district, with any figure
     resting on fewer than TRANSPARENCY_MIN_CELL requests left out, so that nobody can be
@@ -1172,22 +1274,38 @@ def transparency_table(public_requests, filters: Filters, dimension: str) -> lis
     c = _conditions(start, end, timezone.now())
     requests = filters.apply_dimensions(public_requests)
     key = {"category": "category__name", "district": "district__name"}[dimension]
-    counts = (
-        requests.values(key)
-        .annotate(
-            received=Count("pk", filter=c["received"]),
-            completed_with_due=Count("pk", filter=c["completed"] & Q(due_at__isnull=False)),
-            on_time=Count("pk", filter=c["completed"] & Q(resolved_at__lte=F("due_at"))),
-            responded=Count("pk", filter=c["responded"]),
-            completed=Count("pk", filter=c["completed"]),
+    figures = {
+        "received": Count("pk", filter=c["received"]),
+        "completed_with_due": Count("pk", filter=c["completed"] & Q(due_at__isnull=False)),
+        "on_time": Count("pk", filter=c["completed"] & Q(resolved_at__lte=F("due_at"))),
+        "responded": Count("pk", filter=c["responded"]),
+        "completed": Count("pk", filter=c["completed"]),
+    }
+    if has_sql_median():  # one pass over the requests for everything
+        figures["median_response"] = Median(
+            Seconds("first_response_at", "created_at"), filter=c["responded"]
         )
+        figures["median_resolution"] = Median(
+            Seconds("resolved_at", "created_at"), filter=c["completed"]
+        )
+    counts = (
+        requests.filter(c["received"] | c["completed"] | c["responded"])
+        .values(key)
+        .annotate(**figures)
         .filter(Q(received__gt=0) | Q(completed__gt=0))
         .order_by(key)
     )
-    response = _grouped_median(
-        requests.filter(c["responded"]), key, "first_response_at", "created_at"
-    )
-    resolution = _grouped_median(requests.filter(c["completed"]), key, "resolved_at", "created_at")
+    if has_sql_median():
+        counts = list(counts)
+        response = {row[key]: row["median_response"] for row in counts}
+        resolution = {row[key]: row["median_resolution"] for row in counts}
+    else:
+        response = _grouped_median(
+            requests.filter(c["responded"]), key, "first_response_at", "created_at"
+        )
+        resolution = _grouped_median(
+            requests.filter(c["completed"]), key, "resolved_at", "created_at"
+        )
     rows = []
     for row in counts:
         name = row[key] or _("Not in a district")

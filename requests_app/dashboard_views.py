@@ -23,7 +23,7 @@ from . import dashboard, exports, service_area
 from .access import staff_role, visible_requests
 from .dashboard import DashboardFilterForm, Filters
 from .export_tasks import export_start
-from .models import ExportJob, ServiceRequest, StaffRole
+from .models import ExportJob, StaffRole
 
 DASHBOARD_ROLES = {StaffRole.DIRECTOR, StaffRole.DISPATCHER, StaffRole.ADMINISTRATOR}
 # Department staff export their own department's requests from the admin list.
@@ -247,7 +247,6 @@ def _public_filters(request):
 @require_GET
 def transparency(request):
     days, filters = _public_filters(request)
-    public = ServiceRequest.objects.public()
     return render(
         request,
         "dashboard/transparency.html",
@@ -256,10 +255,7 @@ def transparency(request):
             "periods": TRANSPARENCY_PERIODS.values(),
             "filters": filters,
             "min_cell": dashboard.transparency_min_cell(),
-            "tables": [
-                ("category", dashboard.transparency_table(public, filters, "category")),
-                ("district", dashboard.transparency_table(public, filters, "district")),
-            ],
+            "tables": dashboard.transparency_tables(filters),
         },
     )
 
@@ -267,7 +263,6 @@ def transparency(request):
 @require_GET
 def transparency_csv(request):
     days, filters = _public_filters(request)
-    public = ServiceRequest.objects.public()
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="transparency-{days}-days.csv"'
     writer = csv.writer(response)
@@ -281,8 +276,8 @@ def transparency_csv(request):
             "median_hours_to_resolution",
         ]
     )
-    for dimension in ("category", "district"):
-        for row in dashboard.transparency_table(public, filters, dimension):
+    for dimension, rows in dashboard.transparency_tables(filters):
+        for row in rows:
             writer.writerow(
                 [
                     dimension,

@@ -246,6 +246,27 @@ def test_a_late_refresh_is_pointed_out(city, director, client):
     assert "The refresh is late" in page
 
 
+def test_transparency_tables_are_those_of_the_last_refresh(city, settings):
+    settings.TRANSPARENCY_MIN_CELL = 1
+    public = ServiceRequest.objects.public()
+
+    def computed():
+        return [
+            (d, dashboard.transparency_table(public, PERIOD, d)) for d in ("category", "district")
+        ]
+
+    assert dashboard.transparency_tables(PERIOD) == computed()  # no rollups: every time
+    rollups_refresh()
+    before = dashboard.transparency_tables(PERIOD)
+    assert before == computed()
+    ServiceRequestFactory(
+        category=city["tree"], department=city["parks"], created_at=at(3, 9), is_public=True
+    )
+    assert dashboard.transparency_tables(PERIOD) == before  # until the next refresh
+    rollups_refresh()
+    assert dashboard.transparency_tables(PERIOD) == computed() != before
+
+
 # --- Incremental refresh -------------------------------------------------------------------------
 
 
