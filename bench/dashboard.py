@@ -8,7 +8,7 @@ For each size, in a throwaway database (--db, default civicdesk_bench_dashboard)
 
 1. loads synthetic requests generated inside PostgreSQL (bench/dashboard_data.py: seasons,
    weekdays, hot spots, 24 categories in 6 departments, 9 districts, statuses, SLAs, work
-   orders with costs, surveys), with the indexes the rollup refresh needs (PROPOSED_INDEXES);
+   orders with costs, surveys), with the indexes of the models (migrate);
 2. builds the rollups (rollups_refresh, first run: a full build) and times it, then changes
    1,000 requests the way a busy minute does and times the incremental refresh (what the
    beat task does every minute: it must take well under a minute);
@@ -53,11 +53,6 @@ DB = "civicdesk_bench_dashboard"
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
 SR = "requests_app_servicerequest"
 # The indexes the refresh reads by (to be added to the models; see bench/README.md).
-PROPOSED_INDEXES = [
-    f"CREATE INDEX request_updated ON {SR} (updated_at)",
-    "CREATE INDEX survey_answered ON surveys_survey (answered_at)",
-    "CREATE INDEX work_order_completed ON requests_app_workorder (completed_at)",
-]
 OPEN = "('received', 'assigned', 'scheduled', 'in_progress', 'waiting')"
 
 
@@ -382,10 +377,6 @@ def _load_and_build(size):
         bbox=settings.SERVICE_AREA_BBOX,
         log=lambda line: print(line, flush=True),
     )
-    with connection.cursor() as cursor:
-        for sql in PROPOSED_INDEXES:
-            cursor.execute(sql)
-
     started = time.perf_counter()
     built = rollups.rollups_refresh()
     print(f"  rollups built in {time.perf_counter() - started:.0f}s ({built.changed:,} facts)")
@@ -484,12 +475,11 @@ def _busy_minute(connection, round_):
                 lng, address, channel, status, priority, forward_count, close_reason,
                 is_public, reporter_name, reporter_email, reporter_phone, reporter_device_id,
                 reporter_account_id, address_id, import_source, external_id, language,
-                created_at, updated_at, due_at, sla_paused_seconds, escalation_level,
-                duplicate_confirmed)
+                created_at, updated_at, due_at, sla_paused_seconds, duplicate_confirmed)
             SELECT '{stamp}-' || row_number() OVER (), category_id, department_id,
                    district_id, 'new', lat, lng, '', channel, 'received', 2, 0, '', true, '',
                    '', '', '', '', '', '', '', 'en', %s, %s, %s::timestamptz + interval '3 days',
-                   0, 0, false
+                   0, false
             FROM (SELECT * FROM {SR} WHERE id > %s - 100000 ORDER BY random() LIMIT 400) s
             """,
             [now, now, now, top],

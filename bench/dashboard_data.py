@@ -282,7 +282,7 @@ INSERT INTO requests_app_servicerequest (
     forward_count, close_reason, is_public, reporter_name, reporter_email, reporter_phone,
     reporter_device_id, reporter_account_id, address_id, import_source, external_id,
     language, created_at, updated_at, first_response_at, resolved_at, due_at,
-    sla_paused_seconds, escalation_level, duplicate_confirmed, intake_processed_at
+    sla_paused_seconds, duplicate_confirmed, intake_processed_at
 )
 SELECT i,
        'B-' || i,
@@ -320,7 +320,7 @@ SELECT i,
        CASE WHEN resp_at <= %(now)s THEN least(resp_at, CASE WHEN finished THEN end_at END) END,
        CASE WHEN finished THEN end_at END,
        created + make_interval(hours => (%(cat_sla)s::int[])[c]),
-       0, 0, false, created
+       0, false, created
 FROM shaped
 """
 

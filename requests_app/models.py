@@ -542,6 +542,8 @@ class ServiceRequest(models.Model):
                 name="request_awaiting_intake",
             ),
             models.Index(fields=["category", "lat", "lng"], name="request_category_location"),
+            # What changed since: the rollups' refresh each minute, Open311's updated_after.
+            models.Index(fields=["updated_at"], name="request_updated"),
             # The nearby-duplicate lookup: sized by the open backlog, not by years of history.
             models.Index(
                 fields=["category", "lat", "lng"],
@@ -1484,6 +1486,8 @@ class WorkOrder(models.Model):
         ordering = ["-priority", "scheduled_for", "created_at"]
         verbose_name = _("work order")
         verbose_name_plural = _("work orders")
+        # The dashboard's rollups look for work orders completed since their last refresh.
+        indexes = [models.Index(fields=["completed_at"], name="work_order_completed")]
 
     def __str__(self):
         return f"WO-{self.pk}"

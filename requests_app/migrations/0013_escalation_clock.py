@@ -3,10 +3,6 @@
 Every rung the SLA sweep took rewrote the wide request row, and since its next-step time
 was indexed, each rewrite added an entry to every one of the request's indexes. The clock
 row has two. Existing requests get their clock from the columns it replaces.
-
-requests_app_servicerequest.escalation_level stays in the database for now, with a
-database default, because benchmark scripts still insert it by name; the model no longer
-has it. A later migration drops it.
 """
 
 import django.db.models.deletion
@@ -93,19 +89,8 @@ class Migration(migrations.Migration):
             model_name="servicerequest",
             name="next_escalation_at",
         ),
-        migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.AlterField(
-                    model_name="servicerequest",
-                    name="escalation_level",
-                    field=models.PositiveSmallIntegerField(default=0, db_default=0),
-                ),
-            ],
-            state_operations=[
-                migrations.RemoveField(
-                    model_name="servicerequest",
-                    name="escalation_level",
-                ),
-            ],
+        migrations.RemoveField(
+            model_name="servicerequest",
+            name="escalation_level",
         ),
     ]
