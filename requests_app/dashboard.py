@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
@@ -1245,14 +1245,24 @@ class PublicRow:
 TRANSPARENCY_DIMENSIONS = ("category", "district")
 
 
+# The public page's periods, in days; the default first.
+TRANSPARENCY_PERIODS = (90, 30, 365)
+
+
+def transparency_filters(days: int) -> Filters:
+    today = timezone.localdate()
+    return Filters(start=today - timedelta(days=days - 1), end=today)
+
+
 def transparency_tables(filters: Filters) -> list[tuple[str, list[PublicRow]]]:
     """The public page's tables of all public requests, by category and by district.
 
     They read the requests table (the rollups do not know which requests are public): at
-    millions of requests that takes seconds. Everyone sees the same tables, so once the
-    rollups run they are computed once per refresh (a minute): like the dashboard's, at
-    most a minute stale. Before the first refresh (development, tests), every view computes
-    them.
+    ten million requests that takes seconds. Everyone sees the same tables, so once the
+    rollups run they are computed once per refresh for all web processes (the shared
+    cache), like the dashboard's at most a minute stale; the refresh task computes the
+    default period's right away (transparency_warm), so visitors do not wait for them.
+    Before the first refresh (development, tests), every view computes them.
     """
 
     def compute():
@@ -1262,7 +1272,31 @@ def transparency_tables(filters: Filters) -> list[tuple[str, list[PublicRow]]]:
     state = rollups.current_state()
     if state is None:
         return compute()
-    return _once_per_refresh(state, f"transparency:{transparency_min_cell()}", filters, compute)
+    key = ":".join(
+        [
+            "transparency",
+            str(transparency_min_cell()),
+            str(state.refreshed_at.timestamp()),
+            filters.query_string(),
+        ]
+    )
+    shared = caches["shared"]
+    try:
+        tables = shared.get(key)
+    except Exception:  # the cache's Redis is down: the page answers all the same
+        return compute()
+    if tables is None:
+        tables = compute()
+        try:
+            shared.set(key, tables, 5 * 60)
+        except Exception:
+            pass
+    return tables
+
+
+def transparency_warm():
+    """The default period's public tables, computed as soon as the rollups are refreshed."""
+    return transparency_tables(transparency_filters(TRANSPARENCY_PERIODS[0]))
 
 
 def transparency_table(public_requests, filters: Filters, dimension: str) -> list[PublicRow]:

@@ -235,13 +235,12 @@ def audit_package(request, tracking_number):
 
 # --- The public transparency page -------------------------------------------------------------
 
-TRANSPARENCY_PERIODS = {"30": 30, "90": 90, "365": 365}
-
 
 def _public_filters(request):
-    days = TRANSPARENCY_PERIODS.get(request.GET.get("days", "90"), 90)
-    today = timezone.localdate()
-    return days, Filters(start=today - timedelta(days=days - 1), end=today)
+    periods = dashboard.TRANSPARENCY_PERIODS
+    asked = request.GET.get("days", "")
+    days = int(asked) if asked.isdigit() and int(asked) in periods else periods[0]
+    return days, dashboard.transparency_filters(days)
 
 
 @require_GET
@@ -252,7 +251,7 @@ def transparency(request):
         "dashboard/transparency.html",
         {
             "days": days,
-            "periods": TRANSPARENCY_PERIODS.values(),
+            "periods": sorted(dashboard.TRANSPARENCY_PERIODS),
             "filters": filters,
             "min_cell": dashboard.transparency_min_cell(),
             "tables": dashboard.transparency_tables(filters),

@@ -38,6 +38,10 @@ def refresh_rollups():
     from .rollups import rollups_refresh
 
     result = rollups_refresh()
+    if result is not None:
+        from .dashboard import transparency_warm
+
+        transparency_warm()
     return result and result.changed
 
 

@@ -267,6 +267,19 @@ def test_transparency_tables_are_those_of_the_last_refresh(city, settings):
     assert dashboard.transparency_tables(PERIOD) == computed() != before
 
 
+def test_the_refresh_task_computes_the_default_public_tables_ahead(city, django_assert_num_queries):
+    from requests_app.tasks import refresh_rollups
+
+    refresh_rollups()
+    default = dashboard.transparency_filters(dashboard.TRANSPARENCY_PERIODS[0])
+    with django_assert_num_queries(1):  # the rollups' state; the tables come from the cache
+        tables = dashboard.transparency_tables(default)
+    public = ServiceRequest.objects.public()
+    assert tables == [
+        (d, dashboard.transparency_table(public, default, d)) for d in ("category", "district")
+    ]
+
+
 # --- Incremental refresh -------------------------------------------------------------------------
 
 
