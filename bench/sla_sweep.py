@@ -14,8 +14,9 @@ wall figures move with the load average (printed); the CPU figures move much les
 The machine runs with autovacuum off, so each round starts with a VACUUM of the tables the
 sweep writes, standing in for the autovacuum a real server runs (outside the timing).
 
---profile adds, for one more round at the largest size, every statement of the sweep with
-its time and plan (auto_explain, sent back to this client as notices).
+--profile adds, at the largest size, a few more rounds: one under cProfile (this process's
+time by function), three timing each statement, and one printing every statement's plan
+(auto_explain, sent back to this client as notices).
 """
 
 import argparse
@@ -188,41 +189,68 @@ def _make_due(connection):
 
 
 def _profile(connection, sla_sweep):
-    """One more round with every statement's duration and plan printed."""
-    notices = []
-    pg = connection.connection
-    pg.add_notice_handler(lambda diagnostic: notices.append(diagnostic.message_primary))
+    """Three more rounds: one under cProfile (where this process spends its time), three
+    with each statement's wall time, and one with every statement's plan (auto_explain,
+    sent back to this client as notices; statements run many times — the foreign-key
+    checks — are summed up rather than printed each time)."""
+    import cProfile
+    import pstats
+    import re
+
     now = _make_due(connection)
-    timings = []
+    profiler = cProfile.Profile()
+    profiler.runcall(sla_sweep, now=now)
+    print("\nWhere this process spends the sweep (cProfile, by own time):")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+
+    timings = {}
 
     def timed(execute, sql, params, many, context):
         started = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
-            timings.append(((time.perf_counter() - started) * 1000, " ".join(sql.split())[:110]))
+            statement = " ".join(sql.split())[:110]
+            timings.setdefault(statement, []).append((time.perf_counter() - started) * 1000)
 
+    for _round in range(3):
+        now = _make_due(connection)
+        with connection.execute_wrapper(timed):
+            sla_sweep(now=now)
+    print("\nStatements of the sweep (wall ms, median of 3 rounds, in order):")
+    for statement, runs in timings.items():
+        print(f"  {statistics.median(runs):7.1f} ms  {statement}")
+
+    notices = []
+    connection.connection.add_notice_handler(
+        lambda diagnostic: notices.append(diagnostic.message_primary)
+    )
+    now = _make_due(connection)
     with connection.cursor() as cursor:
         cursor.execute("LOAD 'auto_explain'")
         cursor.execute(
             "SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; "
             "SET auto_explain.log_buffers = on; SET auto_explain.log_wal = on; "
-            "SET auto_explain.log_timing = on; "
+            "SET auto_explain.log_timing = on; SET auto_explain.log_nested_statements = on; "
             "SET auto_explain.log_triggers = on; SET auto_explain.log_level = notice; "
             "SET client_min_messages = notice"
         )
-    with connection.execute_wrapper(timed):
-        started = time.perf_counter()
-        sla_sweep(now=now)
-        total = (time.perf_counter() - started) * 1000
+    sla_sweep(now=now)
     with connection.cursor() as cursor:
         cursor.execute("SET auto_explain.log_min_duration = -1")
-    print(f"\nProfile of one sweep ({total:.0f} ms with plans being written):")
-    for ms, sql in timings:
-        print(f"  {ms:7.1f} ms  {sql}")
+    repeated = {}
     print("\nPlans (auto_explain):")
     for notice in notices:
-        print("  " + notice.replace("\n", "\n  "))
+        duration, text = re.match(
+            r"duration: ([\d.]+) ms.*?Query Text: ([^\n]*)", notice, re.S
+        ).groups()
+        if text.startswith("SELECT 1 FROM ONLY"):  # a foreign-key check
+            runs = repeated.setdefault(text, [])
+            runs.append(float(duration))
+            continue
+        print("  " + re.sub(r"'\{[^}]{200,}\}'", "'{…}'", notice).replace("\n", "\n  "))
+    for text, runs in repeated.items():
+        print(f"  {len(runs):,} × {sum(runs):.1f} ms in all: {text}")
 
 
 def _fill(connection, category_id, department_id, offset, count):

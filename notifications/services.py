@@ -211,6 +211,12 @@ def _write(request, template, recipient, unsubscribe, context) -> tuple[str, str
 def _write_queued(notification):
     """Write an email that was queued unwritten, as of now; the caller saves the row."""
     later = notification.render_context
+    if notification.kind == Notification.Kind.SLA:
+        # Staff emails of the SLA sweep, queued a thousand at a time (sla._queue_emails).
+        from requests_app.sla import step_email
+
+        notification.subject, notification.body_text = step_email(notification.request, **later)
+        return
     recipient = Recipient(
         notification.recipient,
         notification.language,

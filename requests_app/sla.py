@@ -7,19 +7,22 @@ clock and moving it up with an UPDATE conditional on its level, so two sweeps at
 or one run twice — take every step exactly once.
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, models, transaction
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext as _
+
+from notifications.models import Notification
 
 from .models import (
     OPEN_STATUSES,
@@ -279,11 +282,12 @@ def state(request, now=None) -> str:
 def sla_sweep(now=None, batch=1000) -> int:
     """Take every escalation step that has come due, each exactly once.
 
-    Work is done a batch at a time and in sets: one SELECT locks the batch's clocks and
-    requests, one UPDATE moves the clocks up a rung, another raises the priority of the
-    few requests whose rung says so, and the history entries and staff emails are
-    inserted in bulk. The cost follows the number of steps due, not the table, and a
-    rung rewrites the narrow clock row rather than the wide request.
+    Work is done a batch at a time and in sets: one SELECT locks the batch's clocks,
+    Python works out when each next rung comes and who hears of this one, and one
+    statement takes the rungs — moves the clocks up, writes the history, queues the staff
+    emails (written later, by the task that sends them) and raises the priority of the
+    few requests whose rung says so. The cost follows the number of steps due, not the
+    table, and a rung rewrites the narrow clock row rather than the wide request.
     """
     now = now or timezone.now()
     taken = 0
@@ -306,12 +310,10 @@ class _Due:
     sla_paused_seconds: int
     sla_paused_at: datetime | None
     status: str
-    due_at: datetime
-    tracking_number: str
-    address: str
     department: object
     crew_id: int | None
     assignee_id: int | None
+    due_at: str  # as text: see _DUE_FIELDS
 
 
 _DUE_FIELDS = (
@@ -323,20 +325,29 @@ _DUE_FIELDS = (
     "request__sla_paused_seconds",
     "request__sla_paused_at",
     "request__status",
-    "request__due_at",
-    "request__tracking_number",
-    "request__address",
     "request__department_id",
     "request__crew_id",
     "request__assignee_id",
+    # The deadline only goes back into the database (the history note, the email's
+    # context), so it is read as text: Django's loader for moments is Python code, and
+    # it cost more than the rest of the row.
+    Cast("request__due_at", models.TextField()),
 )
 
 
 def _lock_due(now, batch) -> list[_Due]:
     # SKIP LOCKED lets a second sweep take the rungs the first has not locked instead of
-    # waiting for it; SQLite has no row locks and serialises writers instead. The request
-    # rows are locked too (NO KEY UPDATE: inserts referring to them go on) so that a
-    # status or priority change waits for the rung, or the rung for the next sweep.
+    # waiting for it; SQLite has no row locks and serialises writers instead.
+    #
+    # The request rows are locked along with the clocks, although a rung only reads them
+    # (but for a priority raise). Locking the clock alone would not do: a status or
+    # priority change that commits between this statement's snapshot and its lock on the
+    # clock hands over the clock as clock_set left it, while the request read with it
+    # would still be the one from before the change, and the next rung would be scheduled
+    # from a priority or status the request no longer has. Locking the request too makes
+    # PostgreSQL read both afresh. It costs little: inserting the history entries locks
+    # the same rows anyway (the foreign-key check), and NO KEY UPDATE lets those inserts —
+    # and everyone else's — go on.
     due = EscalationClock.objects.filter(next_at__lte=now).order_by("next_at")
     due = due.values_list(*_DUE_FIELDS)[:batch]
     if connection.vendor == "postgresql":
@@ -352,7 +363,7 @@ def _lock_due(now, batch) -> list[_Due]:
         {row[2] for row in rows}
     )
     departments = Department.objects.select_related("supervisor").in_bulk(
-        {row[11] for row in rows if row[11]}
+        {row[8] for row in rows if row[8]}
     )
     return [
         _Due(
@@ -360,23 +371,12 @@ def _lock_due(now, batch) -> list[_Due]:
             level,
             categories[category_id],
             *values,
-            number,
-            address,
             departments.get(department_id),
             crew_id,
             assignee_id,
+            due_at,
         )
-        for (
-            pk,
-            level,
-            category_id,
-            *values,
-            number,
-            address,
-            department_id,
-            crew_id,
-            assignee_id,
-        ) in rows
+        for (pk, level, category_id, *values, department_id, crew_id, assignee_id, due_at) in rows
     ]
 
 
@@ -390,9 +390,24 @@ class _TargetsCache(dict):
         return self[key]
 
 
+class _Move(NamedTuple):
+    """A clock to move from `level` to `new_level`: a rung taken, or (same level, no next
+    time) a clock stopped that should not have been running."""
+
+    request_id: int
+    level: int
+    new_level: int
+    next_at: datetime | None
+    # Set when a rung is taken: the share of the resolve time and the deadline it is
+    # measured against, for the texts; the priorities, when the rung raises it.
+    share: str | None = None
+    due_at: str | None = None
+    old_priority: int | None = None
+    new_priority: int | None = None
+
+
 def _sweep_batch(now, batch) -> tuple[int, int]:
     from civicdesk.celery import enqueue_on_commit
-    from notifications.models import Notification
     from notifications.tasks import send_notification_batch
 
     with transaction.atomic():
@@ -400,187 +415,252 @@ def _sweep_batch(now, batch) -> tuple[int, int]:
         if not found:
             return 0, 0
         targets = _TargetsCache()
-        wording = _Wording()
-        moves, raises, effects = [], [], {}
+        recipients = _Recipients(found)
+        moves, raises, emails = [], [], []
         for due in found:
-            ladder = targets.get_for(due).ladder
-            level = due.level
-            if level >= len(ladder) or not is_running(due):
-                # The ladder got shorter, or the request stopped some way the clock missed.
-                moves.append((due.pk, level, level, None))
-                continue
-            share, notify, raise_priority = ladder[level]
-            old_priority = due.priority
-            if raise_priority and due.priority < Priority.URGENT:
-                due.priority += 1
+            move, notify = _rung(due, targets)
+            moves.append(move)
+            if move.new_priority is not None:
                 raises.append((due.pk, due.priority, *schedule(due, targets.get_for(due)).values()))
-            moves.append((due.pk, level, level + 1, step_at(due, level + 1, targets.get_for(due))))
-            effects[due.pk] = (due, share, notify, old_priority)
-        claimed = set(_move_clocks(moves))
-        taken = [effect for pk, effect in effects.items() if pk in claimed]
-        _raise_priorities([r for r in raises if r[0] in claimed], now)
-        recipients = _Recipients([due for due, *_rest in taken])
-        zone = timezone.get_current_timezone()
-        history, notifications = [], []
-        for due, share, notify, old_priority in taken:
-            note = wording.note % {
-                "share": f"{share:g}×",
-                "due": f"{due.due_at.astimezone(zone):%Y-%m-%d %H:%M}",
-            }
-            history.append(_history_row(due, now, "escalation", due.level, due.level + 1, note))
-            if due.priority != old_priority:
-                history.append(_history_row(due, now, "priority", old_priority, due.priority, note))
-            notifications.extend(
-                _staff_notification(due, recipient, wording, overdue=share >= 1, note=note, now=now)
-                for recipient in recipients.for_step(due, notify)
-            )
-        _insert(HistoryEntry, HISTORY_COLUMNS, history)
-        created = _insert(Notification, NOTIFICATION_COLUMNS, notifications, ids=True)
-        if created:
-            enqueue_on_commit(send_notification_batch, created)
+            if notify:
+                emails.extend((due.pk, email) for email in recipients.for_step(due, notify))
+        taken, queued = _take(moves, raises, emails, now)
+        if queued:
+            enqueue_on_commit(send_notification_batch, queued)
     return len(found), len(taken)
 
 
-HISTORY_COLUMNS = (
-    "request_id",
-    "at",
-    "actor_label",
-    "action",
-    "field",
-    "old_value",
-    "new_value",
-    "note",
-)
-NOTIFICATION_COLUMNS = (
-    "request_id",
-    "recipient",
-    "kind",
-    "language",
-    "subject",
-    "body_text",
-    "created_at",
-    "next_attempt_at",
-)
-
-
-def _history_row(due, now, field, old, new, note) -> tuple:
-    action = HistoryEntry.Action.SLA if field == "escalation" else HistoryEntry.Action.FIELD
-    return (due.pk, now, "SLA", action, field, str(old), str(new), note)
-
-
-def _insert(model, columns, rows, *, ids=False) -> list[int]:
-    """INSERT rows given as tuples of `columns`, with the model's defaults for the rest;
-    returns the new primary keys when `ids` is asked for.
-
-    On PostgreSQL the rows go through COPY: a sweep writes thousands of them, and building
-    model instances for bulk_create cost more than everything else the sweep does.
-    """
-    if not rows:
-        return []
-    if connection.vendor != "postgresql":
-        created = model.objects.bulk_create(
-            model(**dict(zip(columns, row, strict=True))) for row in rows
-        )
-        return [obj.pk for obj in created]
-    rest = [
-        f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in columns
-    ]
-    # COPY reads text: JSON defaults are written as their text once, not dumped per row.
-    defaults = tuple(
-        json.dumps(f.get_default())
-        if isinstance(f, models.JSONField)
-        else f.get_db_prep_save(f.get_default(), connection)
-        for f in rest
+def _rung(due, targets) -> tuple[_Move, str | None]:
+    """How `due`'s clock moves, and who hears of it (None when the clock just stops)."""
+    ladder, level = targets.get_for(due).ladder, due.level
+    if level >= len(ladder) or not is_running(due):
+        # The ladder got shorter, or the request stopped some way the clock missed.
+        return _Move(due.pk, level, level, None), None
+    share, notify, raise_priority = ladder[level]
+    old_priority = due.priority
+    if raise_priority and due.priority < Priority.URGENT:
+        due.priority += 1  # the next rungs are timed by the new priority's targets
+    raised = due.priority != old_priority
+    move = _Move(
+        due.pk,
+        level,
+        level + 1,
+        step_at(due, level + 1, targets.get_for(due)),
+        f"{share:g}",
+        due.due_at,
+        old_priority if raised else None,
+        due.priority if raised else None,
     )
-    table = model._meta.db_table
-    names = [*columns, *(f.column for f in rest)]
-    with connection.cursor() as cursor:
-        keys = []
-        if ids:
-            # COPY cannot say which keys it gave, so they are taken from the sequence first.
-            cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                [table, len(rows)],
-            )
-            keys = [row[0] for row in cursor.fetchall()]
-            names.insert(0, "id")
-            rows = [(pk, *row) for pk, row in zip(keys, rows, strict=True)]
-        quoted = ", ".join(connection.ops.quote_name(name) for name in names)
-        with cursor.cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row((*row, *defaults))
-    return keys
+    return move, notify
 
 
-def _move_clocks(moves) -> list[int]:
-    """Write every (request, level, new level, next rung's time) at once; returns the
-    requests whose clock was still at `level`.
+def _take(moves, raises, emails, now) -> tuple[list[int], list[int]]:
+    """Move the clocks and, for each rung taken, write its history entries, queue its
+    emails (given as (request, address)) and raise the priority where `raises` says so
+    (as (request, priority, due_at, at_risk_at, acknowledge_due_at)).
 
-    The condition on the level is the claim: a rung another sweep has taken in the
-    meantime (possible on SQLite, which does not lock rows) is not taken again.
+    The claim is the condition on the level: a rung whose clock has moved since it was
+    read (by another sweep: possible on SQLite, which does not lock rows) is not taken
+    again, nor are its effects. Returns the requests whose rung was taken and the new
+    notifications.
+
+    On PostgreSQL this is one statement: the rows to write go in as arrays, the history
+    notes are put together by the database (the note's template is a translated Python
+    format: its two fields are replaced), and the emails are stored unwritten — the
+    task that sends them writes them (step_email) from the share and the deadline the
+    rung was taken against.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {EscalationClock._meta.db_table} AS c "
-                "SET level = m.new_level, next_at = m.next_at "
-                "FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::timestamptz[]) "
-                "AS m(request_id, level, new_level, next_at) "
-                "WHERE c.request_id = m.request_id AND c.level = m.level "
-                "RETURNING c.request_id",
-                [_array(column) for column in zip(*moves, strict=True)],
-            )
-            return [row[0] for row in cursor.fetchall()]
-    return [
-        pk
-        for pk, level, new_level, next_at in moves
-        if EscalationClock.objects.filter(request_id=pk, level=level).update(
-            level=new_level, next_at=next_at
+    if connection.vendor != "postgresql":
+        return _take_one_by_one(moves, raises, emails, now)
+    history = _insert_into(
+        HistoryEntry,
+        ("request_id", "at", "actor_label", "action", "field", "old_value", "new_value", "note"),
+    )
+    email = _insert_into(
+        Notification,
+        (
+            "request_id",
+            "recipient",
+            "kind",
+            "language",
+            "render_context",
+            "created_at",
+            "next_attempt_at",
+        ),
+    )
+    sql = f"""
+        WITH moved AS (
+            UPDATE {EscalationClock._meta.db_table} AS c
+            SET level = m.new_level, next_at = m.next_at
+            FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::timestamptz[], %s::text[],
+                        %s::timestamptz[], %s::int[], %s::int[])
+                AS m(request_id, level, new_level, next_at, share, due_at, old_priority,
+                     new_priority)
+            WHERE c.request_id = m.request_id AND c.level = m.level
+            RETURNING m.*
+        ), taken AS (
+            SELECT *, replace(replace(%s, '%%(share)s', share || '×'), '%%(due)s', coalesce(
+                to_char(due_at AT TIME ZONE %s, 'YYYY-MM-DD HH24:MI'), '')) AS note
+            FROM moved
+            WHERE new_level > level
+        ), recorded AS (
+            {history.sql}
+            SELECT request_id, %s, 'SLA', action, field, old_value, new_value, note, {history.rest}
+            FROM (
+                SELECT request_id, %s AS action, 'escalation' AS field, level::text AS old_value,
+                    new_level::text AS new_value, note
+                FROM taken
+                UNION ALL
+                SELECT request_id, %s, 'priority', old_priority::text, new_priority::text, note
+                FROM taken WHERE new_priority IS NOT NULL
+            ) AS entry
+        ), queued AS (
+            {email.sql}
+            SELECT request_id, e.recipient, %s, %s,
+                jsonb_build_object('share', share, 'due_at', due_at), %s, %s, {email.rest}
+            FROM unnest(%s::bigint[], %s::text[]) AS e(request_id, recipient)
+            JOIN taken USING (request_id)
+            RETURNING id
+        ), raised AS (
+            UPDATE {ServiceRequest._meta.db_table} AS r
+            SET priority = p.priority, due_at = p.due_at, at_risk_at = p.at_risk_at,
+                acknowledge_due_at = p.acknowledge_due_at, updated_at = %s
+            FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::timestamptz[],
+                        %s::timestamptz[])
+                AS p(request_id, priority, due_at, at_risk_at, acknowledge_due_at)
+            JOIN taken USING (request_id)
+            WHERE r.id = p.request_id
         )
+        SELECT ARRAY(SELECT request_id FROM taken), ARRAY(SELECT id FROM queued)
+    """
+    params = [
+        *_arrays(moves, 8),
+        _("%(share)s of the resolve time has passed (due %(due)s)"),
+        timezone.get_current_timezone_name(),
+        now,
+        *history.params,
+        HistoryEntry.Action.SLA,
+        HistoryEntry.Action.FIELD,
+        Notification.Kind.SLA,
+        settings.LANGUAGE_CODE,
+        now,
+        now,
+        *email.params,
+        *_arrays(emails, 2),
+        now,
+        *_arrays(raises, 5),
     ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
 
 
-def _array(values) -> str:
-    """A PostgreSQL array literal of numbers and moments (None as NULL).
+def _take_one_by_one(moves, raises, emails, now) -> tuple[list[int], list[int]]:
+    """_take for SQLite: a conditional UPDATE per clock, then the rest in bulk."""
+    claimed = {
+        move.request_id: move
+        for move in moves
+        if EscalationClock.objects.filter(request_id=move.request_id, level=move.level).update(
+            level=move.new_level, next_at=move.next_at
+        )
+    }
+    taken = {pk: move for pk, move in claimed.items() if move.new_level > move.level}
+    due_at = dict(ServiceRequest.objects.filter(pk__in=taken).values_list("pk", "due_at"))
+    zone = timezone.get_current_timezone()
+    entries = []
+    for pk, move in taken.items():
+        due = due_at[pk]
+        note = _("%(share)s of the resolve time has passed (due %(due)s)") % {
+            "share": f"{move.share}×",
+            "due": f"{due.astimezone(zone):%Y-%m-%d %H:%M}" if due else "",
+        }
+        step = {"request_id": pk, "at": now, "actor_label": "SLA", "note": note}
+        entries.append(
+            HistoryEntry(
+                **step,
+                action=HistoryEntry.Action.SLA,
+                field="escalation",
+                old_value=str(move.level),
+                new_value=str(move.new_level),
+            )
+        )
+        if move.new_priority is not None:
+            entries.append(
+                HistoryEntry(
+                    **step,
+                    action=HistoryEntry.Action.FIELD,
+                    field="priority",
+                    old_value=str(move.old_priority),
+                    new_value=str(move.new_priority),
+                )
+            )
+    HistoryEntry.objects.bulk_create(entries)
+    queued = Notification.objects.bulk_create(
+        Notification(
+            request_id=pk,
+            recipient=recipient,
+            kind=Notification.Kind.SLA,
+            language=settings.LANGUAGE_CODE,
+            render_context={
+                "share": taken[pk].share,
+                "due_at": due_at[pk].isoformat() if due_at[pk] else None,
+            },
+            created_at=now,
+            next_attempt_at=now,
+        )
+        for pk, recipient in emails
+        if pk in taken
+    )
+    for pk, priority, due, at_risk_at, acknowledge_due_at in raises:
+        if pk in taken:
+            ServiceRequest.objects.filter(pk=pk).update(
+                priority=priority,
+                due_at=due,
+                at_risk_at=at_risk_at,
+                acknowledge_due_at=acknowledge_due_at,
+                updated_at=now,
+            )
+    return list(taken), [n.pk for n in queued]
+
+
+@dataclass
+class _Insert:
+    sql: str  # INSERT INTO table (columns)
+    rest: str  # the values of the columns not given, as SQL
+    params: list  # and their parameters
+
+
+def _insert_into(model, given) -> _Insert:
+    """The start of an INSERT … SELECT of the `given` columns into `model`'s table, the
+    other columns taking their field's default: the tables have no defaults of their
+    own, and naming every column here would break when a field is added."""
+    rest = [f for f in model._meta.concrete_fields if not f.primary_key and f.column not in given]
+    columns = ", ".join(connection.ops.quote_name(c) for c in (*given, *(f.column for f in rest)))
+    return _Insert(
+        f"INSERT INTO {model._meta.db_table} ({columns})",
+        ", ".join(f"%s::{f.db_type(connection)}" for f in rest),
+        [f.get_db_prep_save(f.get_default(), connection) for f in rest],
+    )
+
+
+def _arrays(rows, width) -> list[str]:
+    """The columns of `rows` (tuples of `width` values) as PostgreSQL array literals.
 
     psycopg adapts a Python list element by element, which cost the sweep more than the
     statement the list was for; numbers and ISO times need no quoting in a literal.
     """
-    return (
-        "{"
-        + ",".join(
-            "NULL" if v is None else v.isoformat() if isinstance(v, datetime) else str(v)
-            for v in values
-        )
-        + "}"
-    )
+    columns = zip(*rows, strict=True) if rows else [()] * width
+    return ["{" + ",".join(map(_array_element, column)) + "}" for column in columns]
 
 
-def _raise_priorities(raises, now):
-    """The rungs that raise priority: the request's new priority and the deadlines that
-    follow from it, given as (request, priority, due_at, at_risk_at, acknowledge_due_at)."""
-    if not raises:
-        return
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {ServiceRequest._meta.db_table} AS r SET priority = m.priority, "
-                "due_at = m.due_at, at_risk_at = m.at_risk_at, "
-                "acknowledge_due_at = m.acknowledge_due_at, updated_at = %s "
-                "FROM unnest(%s::bigint[], %s::int[], %s::timestamptz[], %s::timestamptz[], "
-                "%s::timestamptz[]) AS m(id, priority, due_at, at_risk_at, acknowledge_due_at) "
-                "WHERE r.id = m.id",
-                [now, *(_array(column) for column in zip(*raises, strict=True))],
-            )
-        return
-    for pk, priority, due_at, at_risk_at, acknowledge_due_at in raises:
-        ServiceRequest.objects.filter(pk=pk).update(
-            priority=priority,
-            due_at=due_at,
-            at_risk_at=at_risk_at,
-            acknowledge_due_at=acknowledge_due_at,
-            updated_at=now,
-        )
+def _array_element(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
 
 
 class _Recipients:
@@ -629,21 +709,22 @@ class _Recipients:
         return self._crew_members.get(request.crew_id) or fallback
 
 
-class _Wording:
-    """The sweep's texts, translated once per batch rather than once per row."""
-
-    def __init__(self):
-        self.note = _("%(share)s of the resolve time has passed (due %(due)s)")
-        self.overdue = _("Overdue: %(number)s %(category)s")
-        self.at_risk = _("At risk: %(number)s %(category)s")
-
-
-def _staff_notification(request, recipient, wording, *, overdue, note, now) -> tuple:
-    """A row of NOTIFICATION_COLUMNS: the staff email for one rung."""
-    link = f"{settings.SITE_URL}/admin/requests_app/servicerequest/{request.pk}/change/"
-    subject = (wording.overdue if overdue else wording.at_risk) % {
-        "number": request.tracking_number,
-        "category": request.category,
+def step_email(request, *, share: str, due_at: str | None) -> tuple[str, str]:
+    """Subject and text of the staff email for a rung at `share` of the resolve time
+    (due at `due_at`, ISO), as the task sending it writes it; see _take."""
+    due = (
+        datetime.fromisoformat(due_at).astimezone(timezone.get_current_timezone())
+        if due_at
+        else None
+    )
+    note = _("%(share)s of the resolve time has passed (due %(due)s)") % {
+        "share": f"{share}×",
+        "due": f"{due:%Y-%m-%d %H:%M}" if due else "",
     }
-    body = "\n".join([subject, "", note, request.address, "", link])
-    return (request.pk, recipient, "sla", "en", subject, body, now, now)
+    subject = (
+        _("Overdue: %(number)s %(category)s")
+        if Decimal(share) >= 1
+        else _("At risk: %(number)s %(category)s")
+    ) % {"number": request.tracking_number, "category": request.category}
+    link = f"{settings.SITE_URL}/admin/requests_app/servicerequest/{request.pk}/change/"
+    return subject, "\n".join([subject, "", note, request.address, "", link])

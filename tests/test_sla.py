@@ -7,7 +7,7 @@ from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications.models import Notification
@@ -310,6 +310,37 @@ def test_concurrent_sweeps_take_each_step_once(pothole, staffed):
     assert set(EscalationClock.objects.values_list("level", flat=True)) == {1}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_sweep_leaves_a_request_whose_status_is_changing_to_the_change(pothole, staffed):
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no row locks and serialises writers")
+    pausing, other = submit(pothole), submit(pothole)
+    EscalationClock.objects.update(next_at=timezone.now() - timedelta(minutes=1))
+    changed, release = threading.Event(), threading.Event()
+
+    def wait_for_the_resident():
+        try:
+            with transaction.atomic():
+                ServiceRequest.objects.get(pk=pausing.pk).change_status(Status.WAITING)
+                changed.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=wait_for_the_resident)
+    thread.start()
+    try:
+        assert changed.wait(10)
+        assert sla.sla_sweep() == 1  # the other request's rung; the changing one is skipped
+    finally:
+        release.set()
+        thread.join()
+    assert sla.sla_sweep() == 0  # once paused, its clock is stopped
+    assert (escalation_clock(pausing).level, escalation_clock(pausing).next_at) == (0, None)
+    assert escalation_clock(other).level == 1
+    assert not pausing.history.filter(action=HistoryEntry.Action.SLA).exists()
+
+
 # --- Expected-by -----------------------------------------------------------------------------
 
 
@@ -377,3 +408,35 @@ def test_sweep_emails_are_sent_by_one_batch_task(
     send_notification_batch(ids)  # delivered twice by the broker: sent once
     assert len(mail.outbox) == 3
     assert set(Notification.objects.filter(kind="sla").values_list("status", flat=True)) == {"sent"}
+
+
+def test_breach_email_and_history_tell_the_deadline_that_was_missed(pothole, staffed, frozen):
+    from django.core import mail
+
+    from notifications.services import notification_send
+
+    request = submit(pothole)
+    missed = request.due_at.astimezone(timezone.get_current_timezone())
+    frozen.tick(hours=pothole.sla_hours + 0.01)
+    assert sla.sla_sweep() == 1  # at risk
+    assert sla.sla_sweep() == 1  # breached: the priority goes up and the deadline with it
+    request.refresh_from_db()
+    assert request.priority == Priority.HIGH and request.due_at < missed
+
+    note = f"1.00× of the resolve time has passed (due {missed:%Y-%m-%d %H:%M})"
+    breach = request.history.filter(new_value="2").get()
+    raised = request.history.get(field="priority")
+    assert breach.note == raised.note == note
+    assert (raised.old_value, raised.new_value) == (str(Priority.NORMAL), str(Priority.HIGH))
+
+    # Queued unwritten, written as it is sent.
+    email = Notification.objects.filter(kind="sla").latest("pk")
+    assert email.recipient == "supervisor@city.example" and not email.is_written
+    mail.outbox.clear()
+    assert notification_send(email.pk) == "sent"
+    (sent,) = mail.outbox
+    assert sent.subject == f"Overdue: {request.tracking_number} {pothole}"
+    assert note in sent.body and request.address in sent.body
+    assert f"/admin/requests_app/servicerequest/{request.pk}/change/" in sent.body
+    email.refresh_from_db()
+    assert email.subject == sent.subject and email.body_text == sent.body
