@@ -268,6 +268,11 @@ CELERY_IMPORTS = ["requests_app.export_tasks"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Worker processes are replaced after this many tasks, so their memory stays flat over
+# weeks whatever a library caches or fragments (0: never).
+CELERY_WORKER_MAX_TASKS_PER_CHILD = (
+    env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=1000) or None
+)
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
