@@ -21,6 +21,7 @@ from django.db import connection, models, transaction
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from notifications.models import Notification
 
@@ -535,7 +536,7 @@ def _take(moves, raises, emails, now) -> tuple[list[int], list[int]]:
     """
     params = [
         *_arrays(moves, 8),
-        _("%(share)s of the resolve time has passed (due %(due)s)"),
+        _(STEP_NOTE),
         timezone.get_current_timezone_name(),
         now,
         *history.params,
@@ -566,14 +567,9 @@ def _take_one_by_one(moves, raises, emails, now) -> tuple[list[int], list[int]]:
     }
     taken = {pk: move for pk, move in claimed.items() if move.new_level > move.level}
     due_at = dict(ServiceRequest.objects.filter(pk__in=taken).values_list("pk", "due_at"))
-    zone = timezone.get_current_timezone()
     entries = []
     for pk, move in taken.items():
-        due = due_at[pk]
-        note = _("%(share)s of the resolve time has passed (due %(due)s)") % {
-            "share": f"{move.share}×",
-            "due": f"{due.astimezone(zone):%Y-%m-%d %H:%M}" if due else "",
-        }
+        note = _step_note(move.share, due_at[pk])
         step = {"request_id": pk, "at": now, "actor_label": "SLA", "note": note}
         entries.append(
             HistoryEntry(
@@ -709,18 +705,20 @@ class _Recipients:
         return self._crew_members.get(request.crew_id) or fallback
 
 
+# A rung's line in the history and in the staff email; _take fills it in SQL too.
+STEP_NOTE = gettext_noop("%(share)s of the resolve time has passed (due %(due)s)")
+
+
+def _step_note(share, due: datetime | None) -> str:
+    due = due.astimezone(timezone.get_current_timezone()) if due else None
+    return _(STEP_NOTE) % {"share": f"{share}×", "due": f"{due:%Y-%m-%d %H:%M}" if due else ""}
+
+
 def step_email(request, *, share: str, due_at: str | None) -> tuple[str, str]:
     """Subject and text of the staff email for a rung at `share` of the resolve time
     (due at `due_at`, ISO), as the task sending it writes it; see _take."""
-    due = (
-        datetime.fromisoformat(due_at).astimezone(timezone.get_current_timezone())
-        if due_at
-        else None
-    )
-    note = _("%(share)s of the resolve time has passed (due %(due)s)") % {
-        "share": f"{share}×",
-        "due": f"{due:%Y-%m-%d %H:%M}" if due else "",
-    }
+    due = datetime.fromisoformat(due_at) if due_at else None
+    note = _step_note(share, due)
     subject = (
         _("Overdue: %(number)s %(category)s")
         if Decimal(share) >= 1
