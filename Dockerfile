@@ -18,4 +18,5 @@ RUN DEBUG=0 SECRET_KEY=collectstatic-only-not-a-real-key ALLOWED_HOSTS=localhost
 RUN useradd --create-home civicdesk && mkdir -p /data/media /data/var && chown -R civicdesk /data /app
 USER civicdesk
 EXPOSE 8000
-CMD ["gunicorn", "civicdesk.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "30"]
+CMD ["gunicorn", "civicdesk.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "30", \
+     "--max-requests", "2000", "--max-requests-jitter", "200"]

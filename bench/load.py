@@ -55,6 +55,13 @@ def parse_args():
         "--other-rate", type=int, default=1, help="per second, of each other kind (1)"
     )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (4)")
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=2000,
+        help="gunicorn recycles a worker after this many requests, as in production (2000; "
+        "0: never)",
+    )
     parser.add_argument("--seed-requests", type=int, default=300)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--db-name", default="civicdesk_load")

@@ -174,6 +174,18 @@ def start_gunicorn(args, env, port, log_path):
             "5",
             "--error-logfile",
             "-",
+            # Production recycles each worker after so many requests (docker-compose.yml);
+            # the throughput bench does not, so that no worker restarts mid-measurement.
+            *(
+                [
+                    "--max-requests",
+                    str(max_requests),
+                    "--max-requests-jitter",
+                    str(max_requests // 10),
+                ]
+                if (max_requests := getattr(args, "max_requests", 0))
+                else []
+            ),
         ],
         env=env,
         cwd=ROOT,

@@ -157,12 +157,13 @@ def _resident_headers(unsubscribe: str) -> dict:
 
 
 def notification_queue(
-    request, kind, template, context, recipients=None, *, write_now=True
+    request, kind, template, context, recipients=None, *, write_now=True, send=True
 ) -> list[Notification]:
     """Write one outbox row per resident recipient; each is sent after commit.
 
     With write_now=False the row is stored unwritten and the send task writes it (see
-    Notification.render_context): the context must then be JSON.
+    Notification.render_context): the context must then be JSON. With send=False no task
+    is enqueued: the caller has one that sends it (or the outbox sweep will).
     """
     recipients = resident_recipients(request) if recipients is None else recipients
     notifications = []
@@ -181,6 +182,7 @@ def notification_queue(
             }
         notifications.append(
             _create(
+                send=send,
                 request=request,
                 recipient=recipient.email,
                 kind=kind,
@@ -232,20 +234,46 @@ def _write_queued(notification):
     )
 
 
-def _create(**fields) -> Notification:
+def _create(send=True, **fields) -> Notification:
     from .tasks import send_notification
 
     notification = Notification.objects.create(**fields)
-    enqueue_on_commit(send_notification, notification.pk)
+    if send:
+        enqueue_on_commit(send_notification, notification.pk)
     return notification
 
 
 def notify_request_received(request):
-    # Written by the send task: every submission queues one, and rendering three
-    # templates would be most of the cost of submitting.
+    """Queue the confirmation with the tracking number, for the intake task to send.
+
+    A request being created has one resident to tell, its reporter: there are no
+    followers to look up yet, and an undeliverable address is caught when sending.
+    Written by the send task, too: every submission queues one, and rendering three
+    templates would be most of the cost of submitting.
+    """
+    email = request.reporter_email.strip()
+    if not email or email.lower() in _quiet.get():
+        return []
+    reporter = Recipient(email, request.language, is_reporter=True, name=request.reporter_name)
     return notification_queue(
-        request, Notification.Kind.RECEIVED, "request_received", {}, write_now=False
+        request,
+        Notification.Kind.RECEIVED,
+        "request_received",
+        {},
+        [reporter],
+        write_now=False,
+        send=False,
     )
+
+
+def received_email_send(request):
+    """Send the request's confirmation after the intake's commit (notify_request_received)."""
+    from .tasks import send_notification
+
+    for pk in request.notifications.filter(
+        kind=Notification.Kind.RECEIVED, status=Notification.Status.PENDING
+    ).values_list("pk", flat=True):
+        enqueue_on_commit(send_notification, pk)
 
 
 STATUS_TEMPLATES = {

@@ -8,3 +8,6 @@ class RequestsAppConfig(AppConfig):
 
     def ready(self):
         from . import lookups  # noqa: F401  (registers field__any_of)
+        from .category_cache import connect_signals
+
+        connect_signals()

@@ -6,6 +6,7 @@ from django.utils.choices import CallableChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
 from . import service_area
+from .category_cache import active_category
 from .models import ServiceCategory, ServiceRequest
 from .photos import PhotoRejected, process_photo
 from .tracking import normalize_tracking_number
@@ -32,6 +33,25 @@ def grouped_category_choices():
     return choices
 
 
+class ActiveCategoryField(forms.ModelChoiceField):
+    """A category chosen by a resident, read from the per-process cache (category_cache)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            category = active_category(int(value))
+        except (TypeError, ValueError):
+            category = None
+        if category is None:
+            raise forms.ValidationError(
+                self.error_messages["invalid_choice"],
+                code="invalid_choice",
+                params={"value": value},
+            )
+        return category
+
+
 class LocationFormMixin:
     """lat/lng from the map (optional) and an address, checked against the service area."""
 
@@ -52,9 +72,8 @@ class LocationFormMixin:
 
 
 class ReportForm(LocationFormMixin, forms.Form):
-    category = forms.ModelChoiceField(
-        # With what a new request's deadlines are worked out from, in one go.
-        queryset=ServiceCategory.objects.active().with_service_level(),
+    category = ActiveCategoryField(
+        queryset=ServiceCategory.objects.active(),
         label=_("What is the problem?"),
     )
     description = forms.CharField(

@@ -371,6 +371,21 @@ def best_match(request: ServiceRequest) -> Match | None:
 # --- Followers -----------------------------------------------------------------------------
 
 
+def reporter_follow(request) -> Follower | None:
+    """The reporter of a request being created follows it. Nobody can follow a request
+    that is not stored yet, so there is no earlier subscription to look for; its
+    subscription is part of the request's CREATED entry."""
+    email = request.reporter_email.strip().lower()
+    if not email:
+        return None
+    return Follower.objects.create(
+        request=request,
+        email=email,
+        language=request.language or "en",
+        source=Follower.Source.REPORTER,
+    )
+
+
 def follower_add(request, email, language="en", source=Follower.Source.REPORTER, *, by=None):
     """Subscribe `email` to `request`; returns (follower, created). Safe to repeat.
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 from civicdesk.celery import enqueue_on_commit
 
 from . import sla
-from .grouping import follower_add, request_group_duplicates
-from .models import Channel, Follower, HistoryEntry, Photo, ServiceCategory, ServiceRequest
+from .grouping import reporter_follow, request_group_duplicates
+from .models import Channel, HistoryEntry, Photo, ServiceCategory, ServiceRequest
 from .photos import ProcessedPhoto
 
 logger = logging.getLogger(__name__)
@@ -73,15 +73,14 @@ def request_submit(intake: Intake) -> ServiceRequest:
         )
         for processed in intake.photos:
             photo_attach(request, processed, by=intake.entered_by)
-        if request.reporter_email:
-            follower_add(
-                request, request.reporter_email, request.language, Follower.Source.REPORTER
-            )
+        reporter_follow(request)
 
         from notifications.services import notify_request_received
 
         notify_request_received(request)
 
+    # One message for everything that follows: the intake task also sends the
+    # confirmation email (see request_process_intake).
     from .tasks import process_intake
 
     enqueue_on_commit(process_intake, request.pk)
@@ -145,6 +144,10 @@ def request_process_intake(request_id: int) -> bool:
         )
         if request is None:
             return False
+        from notifications.services import received_email_send
+
+        # First, so that its message leaves before those of routing's "assigned" email.
+        received_email_send(request)
         if located is not None and not request.has_location:
             request_locate(request, located)
         elif request.has_location and not request.address_id:

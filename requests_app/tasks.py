@@ -2,6 +2,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from . import services
@@ -10,7 +11,15 @@ from .models import IntakeThrottle
 from .retention import reporter_contacts_anonymise
 
 
-@shared_task
+# A deadlock between two intakes locking the same group, or a database restart, only
+# delays routing: the task is idempotent, and a retry a second later beats the intake
+# sweep's grace by a minute.
+@shared_task(
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=8,
+    max_retries=5,
+)
 def process_intake(request_id):
     services.request_process_intake(request_id)
 

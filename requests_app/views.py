@@ -29,7 +29,7 @@ from .forms import (
     ReportForm,
     TrackingLookupForm,
 )
-from .models import Channel, IntakeThrottle, Photo, ServiceCategory, ServiceRequest
+from .models import Channel, Comment, IntakeThrottle, Photo, ServiceCategory, ServiceRequest
 from .services import Intake, request_submit
 
 # About 550 m north-south: coarse enough that the home map never draws thousands of markers.
@@ -403,13 +403,32 @@ def confirmation(request, tracking_number):
     )
 
 
-# The public request with whether it has public photos and whether any notice is current:
-# most requests have no photo and notices are rare, so the status page skips those queries
-# unless there is something to show. Composed once, because composing it costs more than
-# running it; `.get()` works on a copy. Now() keeps "current" a question for the database.
+# The public request, only the columns the page shows, with whether it has public photos
+# or comments and whether any notice is current: most requests have neither and notices
+# are rare, so the status page skips those queries unless there is something to show.
+# Composed once, because composing it costs more than running it; `.get()` works on a
+# copy. Now() keeps "current" a question for the database.
 _STATUS_PAGE_REQUESTS = (
     ServiceRequest.objects.public()
     .select_related("category", "department")
+    .only(
+        "tracking_number",
+        "status",
+        "created_at",
+        "due_at",
+        "resolved_at",
+        "close_reason",
+        "address",
+        "lat",
+        "lng",
+        "work_order",
+        "description",
+        "public_description_override",
+        "description_approved",
+        "category__name",
+        "category__group",
+        "department__name",
+    )
     .annotate(
         any_public_photos=Exists(
             Photo.objects.filter(
@@ -417,6 +436,7 @@ _STATUS_PAGE_REQUESTS = (
                 is_public=True,
             )
         ),
+        any_public_comments=Exists(Comment.objects.filter(request=OuterRef("pk"), is_public=True)),
         any_current_notices=Exists(ServiceNotice.objects.current(Now())),
     )
 )
@@ -443,7 +463,9 @@ def status(request, tracking_number):
         "requests_app/status.html",
         {
             "service_request": service_request,
-            "timeline": service_request.public_timeline(),
+            "timeline": service_request.public_timeline(
+                comments=service_request.any_public_comments
+            ),
             "photos": photos,
             "marker": marker,
             "map_settings": _map_settings(),

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import kombu.pools
 import pytest
+from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.utils import translation
 
 from requests_app import history_guard
 from requests_app.models import Priority, StaffRole
@@ -24,6 +26,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "311"
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Each test starts in English: a test client request in Spanish leaves Spanish active
+    in this thread, and text written outside a request (history notes) would follow it."""
+    translation.activate(django_settings.LANGUAGE_CODE)
+    yield
+    translation.activate(django_settings.LANGUAGE_CODE)
 
 
 @pytest.fixture(autouse=True)

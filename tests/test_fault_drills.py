@@ -299,7 +299,7 @@ def redeliver_unacked():
 def test_worker_killed_mid_email_delivers_it_once(pothole, celery_worker_env, tmp_path, stage):
     esp = tmp_path / "esp"
     env = {**celery_worker_env, "EMAIL_BACKEND": FAKE_ESP, "FAKE_ESP_DIR": str(esp)}
-    request = submit(pothole)  # enqueues the confirmation email, then intake
+    request = submit(pothole)  # intake, which sends the confirmation before routing emails
     email = Notification.objects.get(request=request, kind=Notification.Kind.RECEIVED)
 
     first = WorkerProcess({**env, "FAKE_ESP_HOLD": stage}, tmp_path / "worker1.log").start()

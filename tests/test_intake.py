@@ -46,8 +46,29 @@ def dead_broker(settings):
 def test_intake_enqueues_processing_only_after_commit(pothole, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         submit(pothole, reporter_email="maria@example.org")
-    # Routing and the confirmation email: both sent to the broker once the rows exist.
-    assert len(callbacks) == 2
+    # One message once the rows exist: the intake task, which also sends the confirmation.
+    assert len(callbacks) == 1
+
+
+def test_intake_task_sends_the_confirmation_after_its_own_commit(
+    pothole, django_capture_on_commit_callbacks, monkeypatch
+):
+    from notifications.tasks import send_notification
+    from requests_app.tasks import process_intake
+
+    enqueued = []
+    for task in (process_intake, send_notification):
+        monkeypatch.setattr(
+            task, "apply_async", lambda args, task=task, **kw: enqueued.append((task.name, *args))
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        request = submit(pothole, reporter_email="maria@example.org")
+    assert enqueued == [(process_intake.name, request.pk)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert request_process_intake(request.pk)
+    confirmation = Notification.objects.get(request=request, kind=Notification.Kind.RECEIVED)
+    assert (send_notification.name, confirmation.pk) in enqueued[1:]
 
 
 def test_intake_with_broker_down_saves_request_and_sweep_finishes_it(

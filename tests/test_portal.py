@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from requests_app.models import IntakeThrottle, ServiceRequest, Status
+from requests_app.models import IntakeThrottle, ServiceRequest, SLAPolicy, Status
 from requests_app.photos import process_photo
 from requests_app.services import photo_attach
 
@@ -183,6 +183,32 @@ def test_inactive_category_cannot_be_reported(client, pothole):
 
     assert response.status_code == 400
     assert "category" in response.context["form"].errors
+
+
+def test_a_category_retired_in_the_admin_is_refused_from_the_next_report(client, pothole):
+    assert post_report(client, pothole).status_code == 302  # the categories are now cached
+
+    pothole.is_active = False
+    pothole.save()
+    response = post_report(client, pothole)
+
+    assert response.status_code == 400
+    assert "category" in response.context["form"].errors
+    assert ServiceRequest.objects.count() == 1
+
+
+def test_a_changed_deadline_applies_to_the_next_report(client, pothole):
+    policy = SLAPolicy.objects.create(name="Potholes", acknowledge_hours=24, resolve_hours=72)
+    pothole.sla_policy = policy
+    pothole.save()
+    assert post_report(client, pothole).status_code == 302  # the categories are now cached
+
+    policy.resolve_hours = 144
+    policy.save()
+
+    assert post_report(client, pothole).status_code == 302
+    first, second = ServiceRequest.objects.order_by("pk")
+    assert second.due_at - second.created_at > first.due_at - first.created_at
 
 
 def test_photo_gps_places_a_report_without_a_pin(client, pothole):
@@ -481,18 +507,22 @@ def test_status_page_shows_a_current_notice_around_the_request(client, pothole):
     assert "Water main break" not in client.get(url).content.decode()
 
 
-def test_status_page_without_photos_or_notices_runs_three_queries(
-    client, reported, django_assert_max_num_queries
+def test_status_page_without_photos_comments_or_notices_runs_two_queries(
+    client, reported, django_assert_num_queries
 ):
     service_request, _shown, _hidden = reported
     plain = ServiceRequestFactory(category=service_request.category)
 
-    # The request with whether it has photos and whether a notice is current; its status
-    # changes; its public comments.
-    with django_assert_max_num_queries(3):
-        assert client.get(plain.get_absolute_url()).status_code == 200
-    with django_assert_max_num_queries(4):  # and its photos
+    # The request with whether it has photos or comments and whether a notice is current;
+    # its status changes. Every field the page shows was in the first query.
+    with django_assert_num_queries(2):
+        page = client.get(plain.get_absolute_url())
+    assert page.status_code == 200 and plain.tracking_number in page.content.decode()
+    with django_assert_num_queries(4):  # and its photos, and its comments
         assert client.get(service_request.get_absolute_url()).status_code == 200
+    plain.add_comment("Crew booked for Monday", public=True)
+    with django_assert_num_queries(3):  # and its comments
+        assert "Crew booked for Monday" in client.get(plain.get_absolute_url()).content.decode()
 
 
 def test_cached_parts_of_the_page_follow_the_language(client, reported):
