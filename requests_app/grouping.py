@@ -26,6 +26,7 @@ from .models import Follower, HistoryEntry, ServiceCategory, ServiceRequest
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 METRES_PER_DEGREE_LAT = math.pi * EARTH_RADIUS_M / 180
 NEARBY_LIMIT = 5
+DUPLICATE_CANDIDATES = 50
 
 # Weights of the grouping score, which orders candidates and is recorded as a reason.
 # Distance and time decide; category and wording only break ties between candidates
@@ -96,8 +97,11 @@ def nearby_open_requests(
     exclude_pk: int | None = None,
     public_only: bool = False,
     limit: int | None = NEARBY_LIMIT,
+    one_per_group: bool = False,
 ) -> list[Nearby]:
-    """Open requests of the category or its group within radius_m, nearest first."""
+    """Open requests of the category or its group within radius_m, nearest first (the
+    earlier first at the same distance); with one_per_group, only the nearest request of
+    each duplicate group."""
     radius_m = category.duplicate_radius_m if radius_m is None else radius_m
     min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_m)
     using = router.db_for_read(ServiceRequest)
@@ -118,14 +122,27 @@ def nearby_open_requests(
         until=until,
         exclude_pk=exclude_pk,
     )
-    found = []
+    within = []
     for row in rows:
         distance = haversine_m(lat, lng, row[lookup.lat], row[lookup.lng])
-        # Instances only for the rows within the circle: the box's corners are not.
+        # The box's corners are not within the circle.
         if distance <= radius_m:
-            found.append(Nearby(lookup.request(using, row), distance))
-    found.sort(key=lambda n: (n.distance_m, n.request.created_at))
-    return found[:limit] if limit else found
+            within.append((distance, row))
+    within.sort(key=lambda pair: (pair[0], pair[1][lookup.created_at]))
+    if one_per_group:
+        groups = set()
+        within = [
+            (distance, row)
+            for distance, row in within
+            if (group := row[lookup.duplicate_of] or row[lookup.pk]) not in groups
+            and not groups.add(group)
+        ]
+    # Instances only for the rows returned: where a problem drew hundreds of reports,
+    # building them all would cost each new report there a tenth of a second.
+    return [
+        Nearby(lookup.request(using, row), distance)
+        for distance, row in (within[:limit] if limit else within)
+    ]
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,9 @@ class _CompiledLookup:
     category_columns: tuple
     lat: int
     lng: int
+    created_at: int
+    duplicate_of: int
+    pk: int
 
     def run(self, **values) -> list:
         connection = self.compiler.connection
@@ -245,6 +265,9 @@ def _compiled_lookup(connection, *, since, until, exclude_pk, public_only) -> _C
         category_columns=category_columns,
         lat=request_columns.index("lat"),
         lng=request_columns.index("lng"),
+        created_at=request_columns.index("created_at"),
+        duplicate_of=request_columns.index("duplicate_of_id"),
+        pk=request_columns.index("id"),
     )
 
 
@@ -255,7 +278,9 @@ def nearby_for_portal(category: ServiceCategory, lat: float, lng: float) -> list
     (when the public may see that), at the distance of the nearest member.
     """
     since = timezone.now() - timedelta(hours=category.duplicate_window_hours)
-    nearby = nearby_open_requests(category, lat, lng, since=since, public_only=True, limit=None)
+    nearby = nearby_open_requests(
+        category, lat, lng, since=since, public_only=True, one_per_group=True
+    )
     primary_ids = {n.request.duplicate_of_id for n in nearby if n.request.duplicate_of_id}
     primaries = {}
     if primary_ids:
@@ -348,7 +373,9 @@ def best_match(request: ServiceRequest) -> Match | None:
         # Only older requests: the group's primary is the first report of the problem.
         until=request.created_at,
         exclude_pk=request.pk,
-        limit=None,
+        # The nearest few are where the best match is: distance weighs most, and further
+        # reports of one problem are mostly members of the same group.
+        limit=DUPLICATE_CANDIDATES,
     )
     best = None
     for near in nearby:

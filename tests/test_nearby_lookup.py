@@ -129,16 +129,41 @@ def test_reading_what_callers_read_needs_no_further_query(scattered, django_asse
     assert found
 
 
-def test_portal_lookup_asks_for_primaries_only_when_a_duplicate_is_near(
+def test_portal_lookup_asks_for_primaries_only_when_a_duplicate_is_nearer(
     pothole, django_assert_num_queries
 ):
-    primary = ServiceRequestFactory(category=pothole)
+    lat, lng = CITY_CENTER
+    primary = ServiceRequestFactory(category=pothole, lat=lat + 0.0005, lng=lng)  # 56 m
     with django_assert_num_queries(1):
-        assert [n.request for n in grouping.nearby_for_portal(pothole, *CITY_CENTER)] == [primary]
+        assert [n.request for n in grouping.nearby_for_portal(pothole, lat, lng)] == [primary]
 
-    ServiceRequestFactory(category=pothole, duplicate_of=primary)
+    # Further away than its primary: the group is already known by its primary.
+    ServiceRequestFactory(category=pothole, duplicate_of=primary, lat=lat + 0.001, lng=lng)
+    with django_assert_num_queries(1):
+        assert [n.request for n in grouping.nearby_for_portal(pothole, lat, lng)] == [primary]
+
+    # Nearer: it stands for its group, which is shown as its primary.
+    ServiceRequestFactory(category=pothole, duplicate_of=primary, lat=lat, lng=lng)
     with django_assert_num_queries(2):
-        assert [n.request for n in grouping.nearby_for_portal(pothole, *CITY_CENTER)] == [primary]
+        (shown,) = grouping.nearby_for_portal(pothole, lat, lng)
+    assert shown.request == primary and shown.distance_m < 1
+
+
+def test_a_problem_reported_hundreds_of_times_is_one_entry_and_few_candidates(pothole):
+    lat, lng = CITY_CENTER
+    primary = ServiceRequestFactory(category=pothole, lat=lat, lng=lng)
+    for _ in range(120):
+        ServiceRequestFactory(category=pothole, duplicate_of=primary, lat=lat, lng=lng)
+    other = ServiceRequestFactory(category=pothole, lat=lat + 0.0005, lng=lng)
+
+    shown = grouping.nearby_for_portal(pothole, lat, lng)
+    assert [n.request for n in shown] == [primary, other]
+
+    candidates = grouping.nearby_open_requests(
+        pothole, lat, lng, limit=grouping.DUPLICATE_CANDIDATES
+    )
+    assert len(candidates) == grouping.DUPLICATE_CANDIDATES
+    assert candidates[0].request == primary  # the earliest at the same distance
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner")
