@@ -14,6 +14,7 @@ a pass/fail test; the targets of issue 8 are printed beside them.
 import argparse
 import csv
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -43,6 +44,7 @@ from bench.portal_throughput import (  # noqa: E402
 )
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROUTED_WITHIN_S = 10
 
 
@@ -115,6 +117,52 @@ def children(pid) -> list[str]:
         return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except FileNotFoundError:
         return []
+
+
+def cpu_seconds(pid) -> float:
+    """CPU time of a process, of its children that ended (recycled gunicorn workers,
+    replaced Celery processes) and of those still running."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    own = sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    return own + sum(cpu_seconds(child) for child in children(pid))
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent on anything but idling, since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+class CpuUse:
+    """CPU seconds per second of load, by part: what the storm costs, and where."""
+
+    def __init__(self, parts):
+        self.parts = parts  # name: pid
+        self.start = self._sample()
+
+    def _sample(self):
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (
+            time.monotonic(),
+            machine_busy_seconds(),
+            {name: cpu_seconds(pid) for name, pid in self.parts.items()},
+            usage.ru_utime + usage.ru_stime,  # Locust, once it has ended
+        )
+
+    def report(self) -> str:
+        then, busy0, parts0, children0 = self.start
+        now, busy1, parts1, children1 = self._sample()
+        seconds = now - then
+        used = {name: (parts1[name] - parts0[name]) / seconds for name in self.parts}
+        used["locust"] = (children1 - children0) / seconds
+        used["PostgreSQL, Redis, rest"] = (busy1 - busy0) / seconds - sum(used.values())
+        shares = ", ".join(f"{name} {value:.2f}" for name, value in used.items())
+        busy = (busy1 - busy0) / seconds
+        return f"CPU (cores busy on average): {busy:.2f} of {os.cpu_count()}: {shares}"
 
 
 class MemorySampler(threading.Thread):
@@ -253,6 +301,7 @@ def main():
         time.sleep(5)
         sampler = MemorySampler(gunicorn.pid, worker.pid)
         sampler.start()
+        cpu = CpuUse({"web": gunicorn.pid, "worker": worker.pid, "beat": beat.pid})
         submitted_log = var_dir / "submitted.txt"
         users = args.submit_rate + args.status_rate + 4 * args.other_rate
         print(
@@ -295,6 +344,7 @@ def main():
             stdout=subprocess.DEVNULL,
         )
         sampler.stopped.set()
+        cpu_report = cpu.report()
         submitted = submitted_log.read_text().split() if submitted_log.exists() else []
         delays = routing_delays(database_url, submitted)
         log = (var_dir / "gunicorn.log").read_text(errors="replace")
@@ -302,6 +352,7 @@ def main():
         print_report(
             args, locust_rows(var_dir / "locust"), delays, submitted, sampler.samples, server_errors
         )
+        print(cpu_report)
     finally:
         stop_gunicorn(gunicorn)
         stop(worker)
