@@ -258,6 +258,18 @@ def test_ladder_warns_then_breaches_then_tells_director_each_once(pothole, staff
     assert recipients == ["ann@city.example", "supervisor@city.example", "director@city.example"]
 
 
+@pytest.mark.parametrize("batch", [1, 2, 5, 6])  # smaller than the backlog, its size, larger
+def test_sweep_takes_a_backlog_a_batch_at_a_time(pothole, staffed, frozen, batch):
+    requests = [submit(pothole) for _ in range(5)]
+    frozen.tick(hours=pothole.sla_hours * 0.75 + 0.01)
+    assert sla.sla_sweep(batch=batch) == 5
+    assert sla.sla_sweep(batch=batch) == 0
+    assert set(EscalationClock.objects.values_list("level", flat=True)) == {1}
+    steps = HistoryEntry.objects.filter(action=HistoryEntry.Action.SLA)
+    assert set(steps.values_list("request", "new_value")) == {(r.pk, "1") for r in requests}
+    assert Notification.objects.filter(kind="sla").count() == 5
+
+
 def test_completed_requests_stop_escalating(pothole, frozen):
     request = submit(pothole)
     request.change_status(Status.COMPLETED)
