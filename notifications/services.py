@@ -214,10 +214,10 @@ def _write_queued(notification):
     """Write an email that was queued unwritten, as of now; the caller saves the row."""
     later = notification.render_context
     if notification.kind == Notification.Kind.SLA:
-        # Staff emails of the SLA sweep, queued a thousand at a time (sla._queue_emails).
-        from requests_app.sla import step_email
+        # Staff emails of the SLA sweep, one per recipient and sweep (sla._take).
+        from requests_app.sla import steps_email
 
-        notification.subject, notification.body_text = step_email(notification.request, **later)
+        notification.subject, notification.body_text = steps_email(notification)
         return
     recipient = Recipient(
         notification.recipient,

@@ -22,7 +22,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext_noop, ngettext
 
 from notifications.models import Notification
 
@@ -565,11 +565,16 @@ def _take(moves, raises, emails, now, more_than=None) -> tuple[list[int], list[i
                 FROM taken WHERE new_priority IS NOT NULL
             ) AS entry
         ), queued AS (
+            -- One email per recipient for the batch (see queued_steps).
             {email.sql}
-            SELECT request_id, e.recipient, %s, %s,
-                jsonb_build_object('share', share, 'due_at', due_at), %s, %s, {email.rest}
+            SELECT CASE WHEN count(*) = 1 THEN min(request_id) END, e.recipient, %s, %s,
+                jsonb_build_object('steps', jsonb_agg(jsonb_build_object(
+                    'request', request_id, 'share', share, 'due_at', due_at
+                ) ORDER BY request_id)),
+                %s, %s, {email.rest}
             FROM unnest(%s::bigint[], %s::text[]) AS e(request_id, recipient)
             JOIN taken USING (request_id)
+            GROUP BY e.recipient
             RETURNING id
         ), raised AS (
             UPDATE {ServiceRequest._meta.db_table} AS r
@@ -655,21 +660,27 @@ def _take_one_by_one(moves, raises, emails, now) -> tuple[list[int], list[int]]:
                 )
             )
     HistoryEntry.objects.bulk_create(entries)
+    steps_by_recipient = {}
+    for pk, recipient in emails:
+        if pk in taken:
+            steps_by_recipient.setdefault(recipient, []).append(
+                {
+                    "request": pk,
+                    "share": taken[pk].share,
+                    "due_at": due_at[pk].isoformat() if due_at[pk] else None,
+                }
+            )
     queued = Notification.objects.bulk_create(
         Notification(
-            request_id=pk,
+            request_id=steps[0]["request"] if len(steps) == 1 else None,
             recipient=recipient,
             kind=Notification.Kind.SLA,
             language=settings.LANGUAGE_CODE,
-            render_context={
-                "share": taken[pk].share,
-                "due_at": due_at[pk].isoformat() if due_at[pk] else None,
-            },
+            render_context={"steps": sorted(steps, key=lambda step: step["request"])},
             created_at=now,
             next_attempt_at=now,
         )
-        for pk, recipient in emails
-        if pk in taken
+        for recipient, steps in steps_by_recipient.items()
     )
     for pk, _row, priority, due, at_risk_at, acknowledge_due_at in raises:
         if pk in taken:
@@ -795,9 +806,47 @@ def _step_note(share, due: datetime | None) -> str:
     return _(STEP_NOTE) % {"share": f"{share}×", "due": f"{due:%Y-%m-%d %H:%M}" if due else ""}
 
 
+def queued_steps(notification) -> list[dict]:
+    """The rungs a queued SLA email tells of, as {request, share, due_at}.
+
+    A sweep queues one email per recipient for all the rungs it took: after an outage,
+    or on a Monday morning, a supervisor gets one email listing forty requests rather
+    than forty emails. (Emails queued before that held one rung, without "steps".)
+    """
+    later = notification.render_context
+    if "steps" in later:
+        return later["steps"]
+    return [
+        {"request": notification.request_id, "share": later["share"], "due_at": later["due_at"]}
+    ]
+
+
+def steps_email(notification) -> tuple[str, str]:
+    """Subject and text of a queued SLA email, as the task sending it writes it."""
+    steps = queued_steps(notification)
+    requests = ServiceRequest.objects.select_related("category").in_bulk(
+        [step["request"] for step in steps]
+    )
+    # A request deleted since (a spam report) is left out of the list.
+    parts = [
+        step_email(requests[step["request"]], share=step["share"], due_at=step["due_at"])
+        for step in steps
+        if step["request"] in requests
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    overdue = sum(Decimal(step["share"]) >= 1 for step in steps)
+    subject = ngettext(
+        "%(count)d request needs attention (%(overdue)d overdue)",
+        "%(count)d requests need attention (%(overdue)d overdue)",
+        len(parts),
+    ) % {"count": len(parts), "overdue": overdue}
+    return subject, "\n\n\n".join([subject, *(text for _subject, text in parts)])
+
+
 def step_email(request, *, share: str, due_at: str | None) -> tuple[str, str]:
     """Subject and text of the staff email for a rung at `share` of the resolve time
-    (due at `due_at`, ISO), as the task sending it writes it; see _take."""
+    (due at `due_at`, ISO); see _take."""
     due = datetime.fromisoformat(due_at) if due_at else None
     note = _step_note(share, due)
     subject = (

@@ -529,9 +529,9 @@ def test_two_beats_escalate_each_request_once(pothole):
     )
     assert steps == Counter({r.pk: 1 for r in requests})
     emails = Counter(
-        Notification.objects.filter(kind=Notification.Kind.SLA).values_list(
-            "request_id", "recipient"
-        )
+        (step["request"], email.recipient)
+        for email in Notification.objects.filter(kind=Notification.Kind.SLA)
+        for step in sla.queued_steps(email)
     )
     assert emails == Counter({(r.pk, "streets@city.example"): 1 for r in requests})
 

@@ -267,7 +267,11 @@ def test_sweep_takes_a_backlog_a_batch_at_a_time(pothole, staffed, frozen, batch
     assert set(EscalationClock.objects.values_list("level", flat=True)) == {1}
     steps = HistoryEntry.objects.filter(action=HistoryEntry.Action.SLA)
     assert set(steps.values_list("request", "new_value")) == {(r.pk, "1") for r in requests}
-    assert Notification.objects.filter(kind="sla").count() == 5
+    # One email to the department per sweep batch, telling of each step once.
+    emails = Notification.objects.filter(kind="sla")
+    assert emails.count() == -(-5 // batch)
+    told = sorted(step["request"] for email in emails for step in sla.queued_steps(email))
+    assert told == sorted(r.pk for r in requests)
 
 
 def test_completed_requests_stop_escalating(pothole, frozen):
@@ -418,8 +422,32 @@ def test_sweep_emails_are_sent_by_one_batch_task(
     mail.outbox.clear()
     send_notification_batch(ids)
     send_notification_batch(ids)  # delivered twice by the broker: sent once
-    assert len(mail.outbox) == 3
+    # The three rungs reach their one recipient as one email listing them.
+    (sent,) = mail.outbox
+    assert sent.subject == "3 requests need attention (0 overdue)"
+    for request in requests:
+        assert f"At risk: {request.tracking_number} {pothole}" in sent.body
+        assert f"/admin/requests_app/servicerequest/{request.pk}/change/" in sent.body
     assert set(Notification.objects.filter(kind="sla").values_list("status", flat=True)) == {"sent"}
+
+
+def test_an_email_queued_before_the_digests_is_still_written(pothole, staffed):
+    from django.core import mail
+
+    from notifications.services import notification_send
+
+    request = submit(pothole)
+    email = Notification.objects.create(
+        request=request,
+        recipient="streets@city.example",
+        kind=Notification.Kind.SLA,
+        language="en",
+        render_context={"share": "0.75", "due_at": request.due_at.isoformat()},
+    )
+    mail.outbox.clear()
+    assert notification_send(email.pk) == "sent"
+    (sent,) = mail.outbox
+    assert sent.subject == f"At risk: {request.tracking_number} {pothole}"
 
 
 def test_breach_email_and_history_tell_the_deadline_that_was_missed(pothole, staffed, frozen):
