@@ -77,12 +77,21 @@ class Recipient:
     name: str = ""
 
 
-def resident_recipients(request) -> list[Recipient]:
+def resident_recipients(request, *, being_created=False) -> list[Recipient]:
     """The reporter, then followers, one per address, minus the unsubscribed and the
-    undeliverable."""
+    undeliverable.
+
+    A request being created has no followers yet but its reporter, and nobody can have
+    unsubscribed from it: being_created=True asks the database nothing, and leaves an
+    undeliverable address to be caught when sending.
+    """
     from requests_app.models import Follower
 
-    followers = list(Follower.objects.filter(request=request).order_by("created_at", "pk"))
+    followers = (
+        []
+        if being_created
+        else list(Follower.objects.filter(request=request).order_by("created_at", "pk"))
+    )
     unsubscribed = {f.email.strip().lower() for f in followers if f.unsubscribed_at}
     candidates = []
     if request.reporter_email:
@@ -99,10 +108,14 @@ def resident_recipients(request) -> list[Recipient]:
         for f in followers
         if not f.unsubscribed_at
     ]
-    suppressed = set(
-        SuppressedAddress.objects.filter(
-            email__in=[c.email.lower() for c in candidates]
-        ).values_list("email", flat=True)
+    suppressed = (
+        set()
+        if being_created or not candidates
+        else set(
+            SuppressedAddress.objects.filter(
+                email__in=[c.email.lower() for c in candidates]
+            ).values_list("email", flat=True)
+        )
     )
     skip = unsubscribed | suppressed | _quiet.get()
     seen, recipients = set(), []
@@ -246,21 +259,15 @@ def _create(send=True, **fields) -> Notification:
 def notify_request_received(request):
     """Queue the confirmation with the tracking number, for the intake task to send.
 
-    A request being created has one resident to tell, its reporter: there are no
-    followers to look up yet, and an undeliverable address is caught when sending.
     Written by the send task, too: every submission queues one, and rendering three
     templates would be most of the cost of submitting.
     """
-    email = request.reporter_email.strip()
-    if not email or email.lower() in _quiet.get():
-        return []
-    reporter = Recipient(email, request.language, is_reporter=True, name=request.reporter_name)
     return notification_queue(
         request,
         Notification.Kind.RECEIVED,
         "request_received",
         {},
-        [reporter],
+        resident_recipients(request, being_created=True),
         write_now=False,
         send=False,
     )

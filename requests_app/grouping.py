@@ -130,13 +130,10 @@ def nearby_open_requests(
             within.append((distance, row))
     within.sort(key=lambda pair: (pair[0], pair[1][lookup.created_at]))
     if one_per_group:
-        groups = set()
-        within = [
-            (distance, row)
-            for distance, row in within
-            if (group := row[lookup.duplicate_of] or row[lookup.pk]) not in groups
-            and not groups.add(group)
-        ]
+        nearest_of_group = {}
+        for distance, row in within:
+            nearest_of_group.setdefault(row[lookup.duplicate_of] or row[lookup.pk], (distance, row))
+        within = list(nearest_of_group.values())  # in the order they were first seen
     # Instances only for the rows returned: where a problem drew hundreds of reports,
     # building them all would cost each new report there a tenth of a second.
     return [

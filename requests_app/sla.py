@@ -828,10 +828,10 @@ def steps_email(notification) -> tuple[str, str]:
         [step["request"] for step in steps]
     )
     # A request deleted since (a spam report) is left out of the list.
+    steps = [step for step in steps if step["request"] in requests]
     parts = [
         step_email(requests[step["request"]], share=step["share"], due_at=step["due_at"])
         for step in steps
-        if step["request"] in requests
     ]
     if len(parts) == 1:
         return parts[0]

@@ -176,3 +176,16 @@ def test_spanish_reporter_gets_spanish_email(pothole):
     (sent,) = mail.outbox
     assert "Recibimos" in sent.subject or "recibimos" in sent.subject
     assert notification.subject == sent.subject and "CD-" in notification.body_text
+
+
+def test_a_submission_writes_its_rows_without_looking_anything_else_up(
+    pothole, django_assert_num_queries
+):
+    submit(pothole)  # the first of a category also learns its expected resolution time
+    # The tracking number looked for among the stored ones; the request, its CREATED
+    # entry, the reporter's follower row and the confirmation email: no savepoints, no
+    # follower or suppression lookups for a request that is only being created.
+    with django_assert_num_queries(5):
+        request = submit(pothole, reporter_email="maria@example.org")
+    assert request.followers.get().email == "maria@example.org"
+    assert Notification.objects.get(request=request).recipient == "maria@example.org"
