@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import moderation
+from .compiled import CompiledQuery
 from .tracking import new_tracking_number
 
 
@@ -886,7 +887,7 @@ class ServiceRequest(models.Model):
         """
         entries = [
             {"at": e.at, "kind": "status", "status": Status(e.new_value), "note": e.public_note}
-            for e in self.history.filter(is_public=True, action=HistoryEntry.Action.STATUS)
+            for e in _PUBLIC_STATUS_CHANGES.objects(request=self.pk)
         ]
         entries += [
             {
@@ -1149,6 +1150,15 @@ class HistoryEntry(models.Model):
     def public_note(self) -> str:
         """A public status note as residents see it (staff wrote it: no word list)."""
         return moderation.public_text(self.note, review=False)
+
+
+# The status page's timeline, for every visitor: compiled once (see compiled.py).
+_PUBLIC_STATUS_CHANGES = CompiledQuery(
+    lambda request: HistoryEntry.objects.filter(
+        request=request, is_public=True, action=HistoryEntry.Action.STATUS
+    ).only("at", "new_value", "note"),
+    request=(-31_101, HistoryEntry._meta.get_field("request")),
+)
 
 
 class Comment(models.Model):

@@ -22,6 +22,7 @@ from routing.geocoding import address_search, place_get
 
 from . import grouping, service_area
 from .access import photo_for_viewer_or_404, public_request_or_404
+from .compiled import CompiledQuery
 from .forms import (
     FollowForm,
     MapPositionForm,
@@ -406,10 +407,11 @@ def confirmation(request, tracking_number):
 # The public request, only the columns the page shows, with whether it has public photos
 # or comments and whether any notice is current: most requests have neither and notices
 # are rare, so the status page skips those queries unless there is something to show.
-# Composed once, because composing it costs more than running it; `.get()` works on a
-# copy. Now() keeps "current" a question for the database.
-_STATUS_PAGE_REQUESTS = (
-    ServiceRequest.objects.public()
+# Compiled once, because composing and compiling it costs more than running it (see
+# compiled.py). Now() keeps "current" a question for the database.
+_STATUS_PAGE_REQUEST = CompiledQuery(
+    lambda tracking_number: ServiceRequest.objects.public()
+    .filter(tracking_number=tracking_number)
     .select_related("category", "department")
     .only(
         "tracking_number",
@@ -439,14 +441,16 @@ _STATUS_PAGE_REQUESTS = (
         any_public_comments=Exists(Comment.objects.filter(request=OuterRef("pk"), is_public=True)),
         any_current_notices=Exists(ServiceNotice.objects.current(Now())),
     )
+    .order_by(),
+    tracking_number=("\x1fstand-in", ServiceRequest._meta.get_field("tracking_number")),
 )
 
 
 def _status_request_or_404(tracking_number):
-    try:
-        return _STATUS_PAGE_REQUESTS.get(tracking_number=tracking_number)
-    except ServiceRequest.DoesNotExist:
-        raise Http404 from None
+    found = _STATUS_PAGE_REQUEST.first(tracking_number=tracking_number)
+    if found is None:
+        raise Http404
+    return found
 
 
 @require_GET
