@@ -9,9 +9,10 @@ itself would make them (only(), select_related() and annotations included), so c
 get ordinary objects and the SQL stays the ORM's, on SQLite as on PostgreSQL.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model, QuerySet

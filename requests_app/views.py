@@ -410,38 +410,42 @@ def confirmation(request, tracking_number):
 # Compiled once, because composing and compiling it costs more than running it (see
 # compiled.py). Now() keeps "current" a question for the database.
 _STATUS_PAGE_REQUEST = CompiledQuery(
-    lambda tracking_number: ServiceRequest.objects.public()
-    .filter(tracking_number=tracking_number)
-    .select_related("category", "department")
-    .only(
-        "tracking_number",
-        "status",
-        "created_at",
-        "due_at",
-        "resolved_at",
-        "close_reason",
-        "address",
-        "lat",
-        "lng",
-        "work_order",
-        "description",
-        "public_description_override",
-        "description_approved",
-        "category__name",
-        "category__group",
-        "department__name",
-    )
-    .annotate(
-        any_public_photos=Exists(
-            Photo.objects.filter(
-                Q(request=OuterRef("pk")) | Q(work_order=OuterRef("work_order")),
-                is_public=True,
-            )
-        ),
-        any_public_comments=Exists(Comment.objects.filter(request=OuterRef("pk"), is_public=True)),
-        any_current_notices=Exists(ServiceNotice.objects.current(Now())),
-    )
-    .order_by(),
+    lambda tracking_number: (
+        ServiceRequest.objects.public()
+        .filter(tracking_number=tracking_number)
+        .select_related("category", "department")
+        .only(
+            "tracking_number",
+            "status",
+            "created_at",
+            "due_at",
+            "resolved_at",
+            "close_reason",
+            "address",
+            "lat",
+            "lng",
+            "work_order",
+            "description",
+            "public_description_override",
+            "description_approved",
+            "category__name",
+            "category__group",
+            "department__name",
+        )
+        .annotate(
+            any_public_photos=Exists(
+                Photo.objects.filter(
+                    Q(request=OuterRef("pk")) | Q(work_order=OuterRef("work_order")),
+                    is_public=True,
+                )
+            ),
+            any_public_comments=Exists(
+                Comment.objects.filter(request=OuterRef("pk"), is_public=True)
+            ),
+            any_current_notices=Exists(ServiceNotice.objects.current(Now())),
+        )
+        .order_by()
+    ),
     tracking_number=("\x1fstand-in", ServiceRequest._meta.get_field("tracking_number")),
 )
 
