@@ -121,6 +121,13 @@ else:
     # An unreachable server must fail a request (and /health/) in seconds, not after the
     # operating system's TCP timeout.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # The pages every visitor loads run compiled queries (requests_app/compiled.py), which
+    # PostgreSQL keeps prepared after this many runs on a connection. Leave it empty for a
+    # pooler in transaction mode that cannot keep prepared statements (PgBouncer < 1.21).
+    prepare_threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip()
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "prepare_threshold", int(prepare_threshold) if prepare_threshold else None
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Staff sign-in ----------------------------------------------------------------------
