@@ -7,9 +7,14 @@ connection with stand-in values, keeps the SQL the ORM wrote, and runs that SQL 
 call's values in the stand-ins' places. Rows become model instances as the queryset
 itself would make them (only(), select_related() and annotations included), so callers
 get ordinary objects and the SQL stays the ORM's, on SQLite as on PostgreSQL.
+
+On PostgreSQL these queries, and the statements of any block run under
+statements_prepared(), bind their values on the server, so that the database can keep
+them prepared; see statements_prepared().
 """
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -35,9 +40,7 @@ class CompiledQuery:
         params = list(compiled.params)
         for position, name, field in compiled.slots:
             params[position] = field.get_db_prep_value(values[name], connection, prepared=False)
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                _bind_on_server(cursor)
+        with statements_prepared(using), connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
         return compiled.instances(using, rows)
@@ -74,18 +77,33 @@ class _Compiled:
         return found
 
 
-def _bind_on_server(cursor):
-    """Run the cursor's statements with server-side binding, which lets psycopg prepare a
-    statement once the connection has run it `prepare_threshold` times (OPTIONS in
-    settings.DATABASES; None, for a pooler that cannot keep them, never prepares). The
-    same statement then skips PostgreSQL's parse and plan, which for the status page's
-    request cost four times what running it does. Django's own cursors bind on the
-    client, where nothing is ever prepared."""
+@contextmanager
+def statements_prepared(using: str = DEFAULT_DB_ALIAS):
+    """Within the block, statements bind their values on the server (PostgreSQL), which
+    lets psycopg prepare a statement once the connection has run it `prepare_threshold`
+    times (OPTIONS in settings.DATABASES; None, for a pooler that cannot keep them, never
+    prepares). A prepared statement skips PostgreSQL's parse and plan, which for the
+    status page's query cost four times what running it does, and psycopg no longer
+    quotes every value into the SQL text. Django's own cursors bind on the client, where
+    nothing is prepared; this is for the few paths every visitor takes, whose SQL is
+    plain enough that the server infers each parameter's type."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.execute_wrapper(_bind_on_server):
+        yield
+
+
+def _bind_on_server(execute, sql, params, many, context):
     from django.db.backends.postgresql.base import ServerBindingCursor
 
-    client_side = cursor.cursor
-    cursor.cursor = ServerBindingCursor(client_side.connection)
-    client_side.close()
+    cursor = context["cursor"]
+    if not isinstance(cursor.cursor, ServerBindingCursor):
+        client_side = cursor.cursor
+        cursor.cursor = ServerBindingCursor(client_side.connection)
+        client_side.close()
+    return execute(sql, params, many, context)
 
 
 # Per connection: a connection belongs to one thread, and so does what is compiled for it.
