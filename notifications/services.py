@@ -27,6 +27,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from civicdesk.celery import enqueue_on_commit
+from requests_app.models import insert_new
 from requests_app.moderation import mask_contact_details
 
 from .links import address_key, new_signin_token, unsubscribe_token
@@ -250,7 +251,7 @@ def _write_queued(notification):
 def _create(send=True, **fields) -> Notification:
     from .tasks import send_notification
 
-    notification = Notification.objects.create(**fields)
+    notification = insert_new(Notification(**fields))
     if send:
         enqueue_on_commit(send_notification, notification.pk)
     return notification

@@ -21,7 +21,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .models import Follower, HistoryEntry, ServiceCategory, ServiceRequest
+from .models import Follower, HistoryEntry, ServiceCategory, ServiceRequest, insert_new
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 METRES_PER_DEGREE_LAT = math.pi * EARTH_RADIUS_M / 180
@@ -402,11 +402,13 @@ def reporter_follow(request) -> Follower | None:
     email = request.reporter_email.strip().lower()
     if not email:
         return None
-    return Follower.objects.create(
-        request=request,
-        email=email,
-        language=request.language or "en",
-        source=Follower.Source.REPORTER,
+    return insert_new(
+        Follower(
+            request=request,
+            email=email,
+            language=request.language or "en",
+            source=Follower.Source.REPORTER,
+        )
     )
 
 

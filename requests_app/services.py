@@ -64,7 +64,7 @@ def request_submit(intake: Intake) -> ServiceRequest:
         for name, value in sla.schedule(request).items():
             setattr(request, name, value)
         request.expected_at = sla.expected_resolution(category) or request.due_at
-        request.save()
+        request.insert()
         request.record(
             HistoryEntry.Action.CREATED,
             by=intake.entered_by,

@@ -189,3 +189,18 @@ def test_a_submission_writes_its_rows_without_looking_anything_else_up(
         request = submit(pothole, reporter_email="maria@example.org")
     assert request.followers.get().email == "maria@example.org"
     assert Notification.objects.get(request=request).recipient == "maria@example.org"
+
+
+def test_a_submission_returns_its_rows_as_stored(pothole):
+    # The request and its history are written with statements compiled once
+    # (models.insert_new): what the caller holds must be what the database has, down to the
+    # columns the database fills in itself.
+    request = submit(pothole, reporter_email="maria@example.org", reporter_name="María")
+    entry = request.record(HistoryEntry.Action.NOTE, actor="Dispatch", note="Checked")
+    for held in (request, entry):
+        stored = type(held).objects.get(pk=held.pk)
+        assert not held._state.adding and held._state.db == "default"
+        for field in type(held)._meta.concrete_fields:
+            assert getattr(held, field.attname) == getattr(stored, field.attname), field.name
+    assert request.public_description_override == "" and request.zipcode == ""
+    assert request.history.first().action == HistoryEntry.Action.CREATED
