@@ -22,7 +22,7 @@ from routing.geocoding import address_search, place_get
 
 from . import grouping, service_area
 from .access import photo_for_viewer_or_404, public_request_or_404
-from .compiled import CompiledQuery
+from .compiled import CompiledQuery, statements_prepared
 from .forms import (
     FollowForm,
     MapPositionForm,
@@ -188,8 +188,9 @@ def report(request):
         service_request = step_two = None
         # The attempt is counted in the transaction that files the report: one commit, and
         # so one wait for the disk, instead of two. Attempts that file nothing (invalid,
-        # refused, shown the second step) commit their count alone.
-        with transaction.atomic():
+        # refused, shown the second step) commit their count alone. Every submission runs
+        # the same few statements, which the database may keep prepared.
+        with statements_prepared(), transaction.atomic():
             within_limit = _within_rate_limit(request)
             if within_limit and valid:
                 step_two = _second_step(request, form)
