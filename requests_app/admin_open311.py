@@ -29,6 +29,8 @@ class ApiClientAdmin(admin.ModelAdmin):
     ]
     list_filter = ["is_active"]
     search_fields = ["name", "contact_email", "key_prefix"]
+    # The list and the autocomplete page through clients in a stable order.
+    ordering = ["name", "pk"]
     fields = ["name", "contact_email", "requests_per_minute", "is_active", "key_prefix"]
     readonly_fields = ["key_prefix", "created_at", "revoked_at"]
     actions = ["issue_new_key", "revoke_keys"]
