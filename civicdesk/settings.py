@@ -240,7 +240,9 @@ ANYMAIL = {
 
 # --- Celery -----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# The filesystem transport has no host; naming the one kombu would assume anyway spares
+# a warning on every connection.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost/"
 if REDIS_URL:
     # Enqueueing happens after a request is committed; a slow or frozen Redis must not
     # hold up the resident, so fail fast and let the periodic sweep pick the work up.
