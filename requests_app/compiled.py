@@ -8,9 +8,8 @@ call's values in the stand-ins' places. Rows become model instances as the query
 itself would make them (only(), select_related() and annotations included), so callers
 get ordinary objects and the SQL stays the ORM's, on SQLite as on PostgreSQL.
 
-On PostgreSQL these queries, and the statements of any block run under
-statements_prepared(), bind their values on the server, so that the database can keep
-them prepared; see statements_prepared().
+Under statements_prepared(), PostgreSQL can also keep such a query prepared: the few
+paths every visitor takes run there.
 """
 
 from collections.abc import Callable
@@ -34,16 +33,16 @@ class CompiledQuery:
         self.build = build
         self.stand_ins = stand_ins
 
+    def rows(self, using: str = DEFAULT_DB_ALIAS, **values) -> list:
+        """The rows, converted as the queryset itself converts them: for a values_list()
+        queryset, what it would yield."""
+        connection = connections[using]
+        return _compiled(self, connection).rows(connection, values)
+
     def objects(self, using: str = DEFAULT_DB_ALIAS, **values) -> list[Model]:
         connection = connections[using]
         compiled = _compiled(self, connection)
-        params = list(compiled.params)
-        for position, name, field in compiled.slots:
-            params[position] = field.get_db_prep_value(values[name], connection, prepared=False)
-        with statements_prepared(using), connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
-            rows = cursor.fetchall()
-        return compiled.instances(using, rows)
+        return compiled.instances(using, compiled.rows(connection, values))
 
     def first(self, using: str = DEFAULT_DB_ALIAS, **values) -> Model | None:
         found = self.objects(using, **values)
@@ -56,6 +55,18 @@ class _Compiled:
     sql: str
     params: tuple
     slots: tuple  # (position in params, name of the value, the field that prepares it)
+    converters: dict
+
+    def rows(self, connection, values) -> list:
+        params = list(self.params)
+        for position, name, field in self.slots:
+            params[position] = field.get_db_prep_value(values[name], connection, prepared=False)
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows = cursor.fetchall()
+        if self.converters:
+            rows = list(self.compiler.apply_converters(rows, self.converters))
+        return rows
 
     def instances(self, using, rows) -> list[Model]:
         """What ModelIterable makes of the rows (django/db/models/query.py)."""
@@ -67,7 +78,7 @@ class _Compiled:
         populators = get_related_populators(klass_info, select, using)
         annotations = compiler.annotation_col_map.items()
         found = []
-        for row in compiler.results_iter([rows]):
+        for row in rows:
             instance = model.from_db(using, init_list, row[start:end])
             for populator in populators:
                 populator.populate(row, instance)
@@ -119,4 +130,10 @@ def _compiled(query: CompiledQuery, connection) -> _Compiled:
         if len(positions) != 1:
             raise AssertionError(f"{name}: its stand-in is in {len(positions)} places of {sql}")
         slots.append((positions[0], name, field))
-    return _Compiled(compiler=compiler, sql=sql, params=tuple(params), slots=tuple(slots))
+    return _Compiled(
+        compiler=compiler,
+        sql=sql,
+        params=tuple(params),
+        slots=tuple(slots),
+        converters=compiler.get_converters([column for column, _sql, _alias in compiler.select]),
+    )

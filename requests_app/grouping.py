@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connections, router, transaction
-from django.db.models.sql.compiler import SQLCompiler
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .compiled import CompiledQuery
 from .models import Follower, HistoryEntry, ServiceCategory, ServiceRequest, insert_new
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
@@ -105,167 +105,123 @@ def nearby_open_requests(
     radius_m = category.duplicate_radius_m if radius_m is None else radius_m
     min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_m)
     using = router.db_for_read(ServiceRequest)
-    lookup = _compiled_lookup(
-        connections[using],
+    lookup = _nearby_lookup(
         since=since is not None,
         until=until is not None,
         exclude_pk=exclude_pk is not None,
         public_only=public_only,
     )
-    rows = lookup.run(
+    optional = {"since": since, "until": until, "exclude_pk": exclude_pk}
+    rows = lookup.rows(
+        using,
         group=category.group,
         min_lat=min_lat,
         max_lat=max_lat,
         min_lng=min_lng,
         max_lng=max_lng,
-        since=since,
-        until=until,
-        exclude_pk=exclude_pk,
+        **{name: value for name, value in optional.items() if value is not None},
     )
     within = []
     for row in rows:
-        distance = haversine_m(lat, lng, row[lookup.lat], row[lookup.lng])
+        distance = haversine_m(lat, lng, row[_LAT], row[_LNG])
         # The box's corners are not within the circle.
         if distance <= radius_m:
             within.append((distance, row))
-    within.sort(key=lambda pair: (pair[0], pair[1][lookup.created_at]))
+    within.sort(key=lambda pair: (pair[0], pair[1][_CREATED_AT]))
     if one_per_group:
         nearest_of_group = {}
         for distance, row in within:
-            nearest_of_group.setdefault(row[lookup.duplicate_of] or row[lookup.pk], (distance, row))
+            nearest_of_group.setdefault(row[_DUPLICATE_OF] or row[_PK], (distance, row))
         within = list(nearest_of_group.values())  # in the order they were first seen
     # Instances only for the rows returned: where a problem drew hundreds of reports,
     # building them all would cost each new report there a tenth of a second.
     return [
-        Nearby(lookup.request(using, row), distance)
+        Nearby(_candidate(using, row), distance)
         for distance, row in (within[:limit] if limit else within)
     ]
 
 
-@dataclass(frozen=True)
-class _CompiledLookup:
-    compiler: SQLCompiler
-    sql: str
-    params: tuple
-    slots: tuple  # (position in params, name of the value, the field that prepares it)
-    converters: dict
-    request_columns: tuple  # attnames, in the model's order, as Model.from_db takes them
-    category_columns: tuple
-    lat: int
-    lng: int
-    created_at: int
-    duplicate_of: int
-    pk: int
-
-    def run(self, **values) -> list:
-        connection = self.compiler.connection
-        params = list(self.params)
-        for position, name, field in self.slots:
-            params[position] = field.get_db_prep_value(values[name], connection, prepared=False)
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, params)
-            rows = cursor.fetchall()
-        if self.converters:
-            rows = list(self.compiler.apply_converters(rows, self.converters))
-        return rows
-
-    def request(self, using, row) -> ServiceRequest:
-        """The request of `row`, as select_related("category").only(...) would build it."""
-        n = len(self.request_columns)
-        request = ServiceRequest.from_db(using, self.request_columns, row[:n])
-        category = ServiceCategory.from_db(
-            using, self.category_columns, (request.category_id, *row[n:])
-        )
-        ServiceRequest._meta.get_field("category").set_cached_value(request, category)
-        return request
+# Only what the callers read: the table is wide. Requests' columns in the model's order, as
+# Model.from_db takes them, then their categories'.
+_REQUEST_COLUMNS = tuple(
+    f.attname
+    for f in ServiceRequest._meta.concrete_fields
+    if f.primary_key or f.name in CANDIDATE_FIELDS
+)
+_CATEGORY_COLUMNS = tuple(
+    f.attname
+    for f in ServiceCategory._meta.concrete_fields
+    if f.primary_key or f"category__{f.name}" in CANDIDATE_FIELDS
+)
+_LAT, _LNG, _CREATED_AT, _DUPLICATE_OF, _PK = (
+    _REQUEST_COLUMNS.index(name) for name in ("lat", "lng", "created_at", "duplicate_of_id", "id")
+)
 
 
-# Per connection: a connection belongs to one thread, and so does what is compiled for it.
-@lru_cache(maxsize=64)
-def _compiled_lookup(connection, *, since, until, exclude_pk, public_only) -> _CompiledLookup:
-    """The nearby lookup's query for one connection and one set of optional filters.
+def _candidate(using, row) -> ServiceRequest:
+    """The request of a nearby lookup's row, as select_related("category").only(...)
+    would build it."""
+    n = len(_REQUEST_COLUMNS)
+    request = ServiceRequest.from_db(using, _REQUEST_COLUMNS, row[:n])
+    category = ServiceCategory.from_db(using, _CATEGORY_COLUMNS, (request.category_id, *row[n:]))
+    ServiceRequest._meta.get_field("category").set_cached_value(request, category)
+    return request
+
+
+@lru_cache(maxsize=16)
+def _nearby_lookup(*, since, until, exclude_pk, public_only) -> CompiledQuery:
+    """The nearby lookup's query for one set of optional filters.
 
     The lookup runs for every new report and for every pin placed on the report form,
     and building and compiling its queryset takes the ORM longer (0.4-0.8 ms) than
-    PostgreSQL takes to plan and run it (about 0.3 ms). So the queryset is compiled
-    once, with stand-in values, and each lookup runs that SQL with its own values in
-    their places: the SQL is still the ORM's, on SQLite as on PostgreSQL.
+    PostgreSQL takes to plan and run it (about 0.3 ms): it is compiled once (see
+    compiled.py).
     """
-    stand_ins = {
-        # name: (stand-in, the field whose lookup receives it)
-        "group": ("\x1fnearby group", ServiceCategory._meta.get_field("group")),
-        "min_lat": (1001.5, ServiceRequest._meta.get_field("lat")),
-        "max_lat": (1002.5, ServiceRequest._meta.get_field("lat")),
-        "min_lng": (1003.5, ServiceRequest._meta.get_field("lng")),
-        "max_lng": (1004.5, ServiceRequest._meta.get_field("lng")),
-        "since": (datetime(2, 1, 1, tzinfo=UTC), ServiceRequest._meta.get_field("created_at")),
-        "until": (datetime(3, 1, 1, tzinfo=UTC), ServiceRequest._meta.get_field("created_at")),
-        "exclude_pk": (-31_101, ServiceRequest._meta.pk),
-    }
-    value = {name: stand_in for name, (stand_in, _field) in stand_ins.items()}
-    candidates = ServiceRequest.objects.open().filter(
-        # A subquery, not a list: one round trip, and the planner still probes the
-        # (category, lat, lng) index once per category of the group. A list kept in
-        # memory would plan faster (about 0.2 ms) but go stale in the other processes
-        # when staff move or rename a category.
-        category_id__in=ServiceCategory.objects.filter(group=value["group"]).values("pk"),
-        lat__gte=value["min_lat"],
-        lat__lte=value["max_lat"],
-        lng__gte=value["min_lng"],
-        lng__lte=value["max_lng"],
-    )
-    if since:
-        candidates = candidates.filter(created_at__gte=value["since"])
-    if until:
-        candidates = candidates.filter(created_at__lte=value["until"])
-    if exclude_pk:
-        candidates = candidates.exclude(pk=value["exclude_pk"])
-    if public_only:
-        candidates = candidates.public()
-    # Only what the callers read: the table is wide. No ORDER BY (the model's default):
-    # the exact distance orders them.
-    request_columns = tuple(
-        f.attname
-        for f in ServiceRequest._meta.concrete_fields
-        if f.primary_key or f.name in CANDIDATE_FIELDS
-    )
-    category_columns = tuple(
-        f.attname
-        for f in ServiceCategory._meta.concrete_fields
-        if f.primary_key or f"category__{f.name}" in CANDIDATE_FIELDS
-    )
-    candidates = candidates.values_list(
-        *request_columns, *(f"category__{c}" for c in category_columns[1:])
-    ).order_by()
 
-    compiler = candidates.query.get_compiler(connection=connection)
-    sql, params = compiler.as_sql()
-    selected = tuple(col.target.attname for col, _sql, _alias in compiler.select)
-    if selected != request_columns + category_columns[1:]:
-        raise AssertionError(f"Nearby lookup: unexpected columns {selected}")
-    slots = []
-    for name, (stand_in, field) in stand_ins.items():
-        prepared = field.get_db_prep_value(stand_in, connection, prepared=False)
-        positions = [i for i, p in enumerate(params) if type(p) is type(prepared) and p == prepared]
-        slots.extend((i, name, field) for i in positions)
-    optional = {"since": since, "until": until, "exclude_pk": exclude_pk}
-    used = [name for name in stand_ins if optional.get(name, True)]
-    if sorted(name for _i, name, _field in slots) != sorted(used):
-        raise AssertionError(f"Nearby lookup: values not found once each in {sql} {params}")
-    return _CompiledLookup(
-        compiler=compiler,
-        sql=sql,
-        params=tuple(params),
-        slots=tuple(slots),
-        converters=compiler.get_converters(col for col, _sql, _alias in compiler.select),
-        request_columns=request_columns,
-        category_columns=category_columns,
-        lat=request_columns.index("lat"),
-        lng=request_columns.index("lng"),
-        created_at=request_columns.index("created_at"),
-        duplicate_of=request_columns.index("duplicate_of_id"),
-        pk=request_columns.index("id"),
-    )
+    def candidates(
+        group, min_lat, max_lat, min_lng, max_lng, since=None, until=None, exclude_pk=None
+    ):
+        found = ServiceRequest.objects.open().filter(
+            # A subquery, not a list: one round trip, and the planner still probes the
+            # (category, lat, lng) index once per category of the group. A list kept in
+            # memory would plan faster (about 0.2 ms) but go stale in the other processes
+            # when staff move or rename a category.
+            category_id__in=ServiceCategory.objects.filter(group=group).values("pk"),
+            lat__gte=min_lat,
+            lat__lte=max_lat,
+            lng__gte=min_lng,
+            lng__lte=max_lng,
+        )
+        if since is not None:
+            found = found.filter(created_at__gte=since)
+        if until is not None:
+            found = found.filter(created_at__lte=until)
+        if exclude_pk is not None:
+            found = found.exclude(pk=exclude_pk)
+        if public_only:
+            found = found.public()
+        # No ORDER BY (the model's default): the exact distance orders them.
+        return found.values_list(
+            *_REQUEST_COLUMNS, *(f"category__{c}" for c in _CATEGORY_COLUMNS[1:])
+        ).order_by()
+
+    lat = ServiceRequest._meta.get_field("lat")
+    lng = ServiceRequest._meta.get_field("lng")
+    created_at = ServiceRequest._meta.get_field("created_at")
+    stand_ins = {
+        "group": ("\x1fnearby group", ServiceCategory._meta.get_field("group")),
+        "min_lat": (1001.5, lat),
+        "max_lat": (1002.5, lat),
+        "min_lng": (1003.5, lng),
+        "max_lng": (1004.5, lng),
+    }
+    if since:
+        stand_ins["since"] = (datetime(2, 1, 1, tzinfo=UTC), created_at)
+    if until:
+        stand_ins["until"] = (datetime(3, 1, 1, tzinfo=UTC), created_at)
+    if exclude_pk:
+        stand_ins["exclude_pk"] = (-31_101, ServiceRequest._meta.pk)
+    return CompiledQuery(candidates, **stand_ins)
 
 
 def nearby_for_portal(category: ServiceCategory, lat: float, lng: float) -> list[Nearby]:

@@ -451,16 +451,14 @@ _STATUS_PAGE_REQUEST = CompiledQuery(
 )
 
 
-def _status_request_or_404(tracking_number):
-    found = _STATUS_PAGE_REQUEST.first(tracking_number=tracking_number)
-    if found is None:
-        raise Http404
-    return found
-
-
 @require_GET
 def status(request, tracking_number):
-    service_request = _status_request_or_404(tracking_number)
+    # Every visitor's page runs the same statements, which the database may keep prepared.
+    with statements_prepared():
+        service_request = _STATUS_PAGE_REQUEST.first(tracking_number=tracking_number)
+        if service_request is None:
+            raise Http404
+        timeline = service_request.public_timeline(comments=service_request.any_public_comments)
     photos = service_request.public_photos() if service_request.any_public_photos else []
     marker = (
         {"lat": service_request.lat, "lng": service_request.lng}
@@ -472,9 +470,7 @@ def status(request, tracking_number):
         "requests_app/status.html",
         {
             "service_request": service_request,
-            "timeline": service_request.public_timeline(
-                comments=service_request.any_public_comments
-            ),
+            "timeline": timeline,
             "photos": photos,
             "marker": marker,
             "map_settings": _map_settings(),

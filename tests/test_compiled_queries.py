@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection, connections
 
-from requests_app.compiled import CompiledQuery, _compiled
+from requests_app.compiled import CompiledQuery, _compiled, statements_prepared
 from requests_app.models import ServiceRequest, Status
 
 from .factories import ServiceRequestFactory
@@ -26,7 +26,8 @@ def test_each_run_finds_its_own_callers_row(pothole):
     # More runs than the prepare threshold, so PostgreSQL runs a prepared statement too.
     for _round in range(2):
         for request in requests:
-            (found,) = BY_NUMBER.objects(number=request.tracking_number)
+            with statements_prepared():
+                (found,) = BY_NUMBER.objects(number=request.tracking_number)
             assert found.pk == request.pk
             assert found.description == request.description
             assert found.category.name == pothole.name  # select_related, no further query
@@ -67,7 +68,8 @@ def test_postgresql_keeps_the_statement_prepared(pothole):
         pytest.skip("prepared statements are turned off (DATABASE_PREPARE_THRESHOLD)")
 
     for _ in range(threshold + 1):
-        assert BY_NUMBER.first(number=request.tracking_number).pk == request.pk
+        with statements_prepared():
+            assert BY_NUMBER.first(number=request.tracking_number).pk == request.pk
 
     sql = _compiled(BY_NUMBER, connections["default"]).sql
     with connection.cursor() as cursor:
