@@ -27,7 +27,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from civicdesk.celery import enqueue_on_commit
-from requests_app.models import insert_new
+from requests_app.compiled import insert_new
 from requests_app.moderation import mask_contact_details
 
 from .links import address_key, new_signin_token, unsubscribe_token

@@ -20,8 +20,8 @@ from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .compiled import CompiledQuery
-from .models import Follower, HistoryEntry, ServiceCategory, ServiceRequest, insert_new
+from .compiled import CompiledQuery, insert_new
+from .models import Follower, HistoryEntry, ServiceCategory, ServiceRequest
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 METRES_PER_DEGREE_LAT = math.pi * EARTH_RADIUS_M / 180

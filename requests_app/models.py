@@ -1,106 +1,18 @@
 import uuid
 from datetime import time, timedelta
 from decimal import Decimal
-from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
-from django.db.models.expressions import DatabaseDefault
-from django.db.models.signals import post_save, pre_save
-from django.db.models.sql import InsertQuery
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import moderation
-from .compiled import CompiledQuery
+from .compiled import CompiledQuery, insert_new
 from .tracking import new_tracking_number
-
-# --- Inserting new rows --------------------------------------------------------------------
-# A submission inserts four rows, and the ORM composes and compiles each INSERT anew: for the
-# request's forty columns that costs more CPU than PostgreSQL spends running it. insert_new()
-# does what Model.save() does for a new row (related fields checked, signals, pre_save
-# values, the columns the database returns) with the statement the ORM wrote for the model
-# once per connection, as compiled.py does for queries: the SQL stays the ORM's.
-
-
-def insert_new(instance: models.Model, using: str = DEFAULT_DB_ALIAS) -> models.Model:
-    """INSERT a new, unsaved instance with an automatic primary key; returns it, saved."""
-    model = type(instance)
-    meta = model._meta
-    if instance.pk is not None or meta.parents or meta.proxy:
-        raise ValueError(f"insert_new() takes a new {model.__name__} with an automatic id")
-    connection = connections[using]
-    instance._prepare_related_fields_for_save(operation_name="save")
-    pre_save.send(sender=model, instance=instance, raw=False, using=using, update_fields=None)
-    values = [(field, field.pre_save(instance, True)) for field in _insertable_fields(model)]
-    # A field left to its db_default is left out of the statement, as the database then
-    # fills it in just as the ORM's DEFAULT would: one statement per such set of fields.
-    defaulted = tuple(f.attname for f, value in values if isinstance(value, DatabaseDefault))
-    statement = _insert_statement(model, connection, defaulted)
-    params = []
-    for field, value in values:
-        if field.attname in defaulted:
-            continue
-        if hasattr(value, "resolve_expression"):
-            raise ValueError(f"insert_new(): {model.__name__}.{field.name} is an expression")
-        params.append(field.get_db_prep_save(value, connection=connection))
-    params.extend(statement.returning_params)
-    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
-        cursor.execute(statement.sql, params)
-        row = connection.ops.fetch_returned_insert_columns(cursor, statement.returning_params)
-    if statement.converters:
-        (row,) = statement.compiler.apply_converters([row], statement.converters)
-    for value, field in zip(row, statement.returning_fields, strict=True):
-        setattr(instance, field.attname, value)
-    instance._state.adding = False
-    instance._state.db = using
-    post_save.send(
-        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=using
-    )
-    return instance
-
-
-@lru_cache(maxsize=64)
-def _insertable_fields(model) -> tuple:
-    """The columns Model.save() writes for a new row with an automatic id."""
-    meta = model._meta
-    return tuple(
-        f for f in meta.local_concrete_fields if not f.generated and f is not meta.auto_field
-    )
-
-
-class _InsertStatement:
-    def __init__(self, model, connection, defaulted: tuple):
-        if not connection.features.can_return_columns_from_insert:
-            raise NotImplementedError("insert_new() needs INSERT … RETURNING")
-        meta = model._meta
-        fields = [f for f in _insertable_fields(model) if f.attname not in defaulted]
-        # The values are not kept, only the statement: a stand-in row of NULLs, so that
-        # each column is one parameter (checked below).
-        stand_in = model()
-        for field in fields:
-            setattr(stand_in, field.attname, None)
-        query = InsertQuery(model)
-        query.insert_values(fields, [stand_in])
-        self.returning_fields = meta.db_returning_fields
-        self.compiler = query.get_compiler(connection=connection)
-        self.compiler.returning_fields = self.returning_fields
-        [(self.sql, params)] = self.compiler.as_sql()
-        self.returning_params = tuple(self.compiler.returning_params)
-        if len(params) != len(fields) + len(self.returning_params):
-            raise AssertionError(f"insert_new(): a column of {model.__name__} is no parameter")
-        self.converters = self.compiler.get_converters(
-            [f.get_col(meta.db_table) for f in self.returning_fields]
-        )
-
-
-# Per connection: a connection belongs to one thread, and so does what is compiled for it.
-@lru_cache(maxsize=256)
-def _insert_statement(model, connection, defaulted: tuple) -> _InsertStatement:
-    return _InsertStatement(model, connection, defaulted)
 
 
 class Department(models.Model):
@@ -993,7 +905,7 @@ class ServiceRequest(models.Model):
 # The tracking-number check of every new request: compiled once (see compiled.py).
 _TRACKING_NUMBER_TAKEN = CompiledQuery(
     lambda number: ServiceRequest.objects.filter(tracking_number=number).order_by().only("pk")[:1],
-    number=("stand-in", ServiceRequest._meta.get_field("tracking_number")),
+    number=("\x1fstand-in", ServiceRequest._meta.get_field("tracking_number")),
 )
 
 

@@ -189,13 +189,16 @@ def report(request):
         # The attempt is counted in the transaction that files the report: one commit, and
         # so one wait for the disk, instead of two. Attempts that file nothing (invalid,
         # refused, shown the second step) commit their count alone. Every submission runs
-        # the same few statements, which the database may keep prepared.
-        with statements_prepared(), transaction.atomic():
-            within_limit = _within_rate_limit(request)
+        # the same few statements, which the database may keep prepared; the second step's
+        # nearby lookup is left to plans made for its own values.
+        with transaction.atomic():
+            with statements_prepared():
+                within_limit = _within_rate_limit(request)
             if within_limit and valid:
                 step_two = _second_step(request, form)
                 if step_two is None:
-                    service_request = request_submit(_intake(form))
+                    with statements_prepared():
+                        service_request = request_submit(_intake(form))
         if not within_limit:
             return _too_many_reports(request, form)
         if step_two is not None:

@@ -1,10 +1,16 @@
 """Queries compiled once and run with each caller's values (requests_app/compiled.py)."""
 
+import gc
+import threading
+import weakref
+
+import psycopg
 import pytest
 from django.db import connection, connections
+from django.test import override_settings
 
 from requests_app.compiled import CompiledQuery, _compiled, statements_prepared
-from requests_app.models import ServiceRequest, Status
+from requests_app.models import _PUBLIC_STATUS_CHANGES, HistoryEntry, ServiceRequest, Status
 
 from .factories import ServiceRequestFactory
 
@@ -78,3 +84,65 @@ def test_postgresql_keeps_the_statement_prepared(pothole):
             [sql.replace("%s", "$1")],  # its only parameter, as psycopg sends it
         )
         assert cursor.fetchone()[0] == 1
+
+
+def _other_connection():
+    settings = connection.settings_dict
+    return psycopg.connect(
+        f"postgresql://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}",
+        autocommit=True,
+    )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_status_page_keeps_working_when_a_migration_changes_a_column_it_shows(client, pothole):
+    request = ServiceRequestFactory(category=pothole, address="12 Main St")
+    for _ in range(7):  # prepared by now
+        assert client.get(request.get_absolute_url()).status_code == 200
+    # As `manage.py migrate` in another process would: the address grows to 300 characters.
+    with _other_connection() as other:
+        other.execute(
+            "ALTER TABLE requests_app_servicerequest ALTER COLUMN address TYPE varchar(300)"
+        )
+    try:
+        for _ in range(3):
+            page = client.get(request.get_absolute_url())
+            assert page.status_code == 200 and "12 Main St" in page.content.decode()
+    finally:
+        connection.close()
+        with _other_connection() as other:
+            other.execute(
+                "ALTER TABLE requests_app_servicerequest ALTER COLUMN address TYPE varchar(255)"
+            )
+
+
+def test_rows_follow_the_time_zone_setting_as_the_orm_does(pothole, dispatcher):
+    request = ServiceRequestFactory(category=pothole)
+    request.change_status(Status.IN_PROGRESS, by=dispatcher, note="Crew on the way")
+
+    for use_tz in (True, False):
+        with override_settings(USE_TZ=use_tz):
+            orm = HistoryEntry.objects.get(request=request, action=HistoryEntry.Action.STATUS)
+            with statements_prepared():
+                (compiled,) = _PUBLIC_STATUS_CHANGES.objects(request=request.pk)
+            assert compiled.at == orm.at and compiled.at.tzinfo == orm.at.tzinfo
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_is_compiled_for_a_thread_goes_with_its_connection(pothole):
+    request = ServiceRequestFactory(category=pothole)
+    seen = []
+
+    def visit():
+        seen.append(weakref.ref(connections["default"]))
+        assert BY_NUMBER.first(number=request.tracking_number).pk == request.pk
+        connections["default"].close()
+
+    for _ in range(3):
+        thread = threading.Thread(target=visit)
+        thread.start()
+        thread.join()
+    gc.collect()
+
+    assert [ref() for ref in seen] == [None, None, None]
