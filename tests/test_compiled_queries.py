@@ -9,8 +9,15 @@ import pytest
 from django.db import connection, connections
 from django.test import override_settings
 
-from requests_app.compiled import CompiledQuery, _compiled, statements_prepared
-from requests_app.models import _PUBLIC_STATUS_CHANGES, HistoryEntry, ServiceRequest, Status
+from notifications.models import Notification
+from requests_app.compiled import CompiledQuery, _compiled, insert_new, statements_prepared
+from requests_app.models import (
+    _PUBLIC_STATUS_CHANGES,
+    Follower,
+    HistoryEntry,
+    ServiceRequest,
+    Status,
+)
 
 from .factories import ServiceRequestFactory
 
@@ -146,3 +153,64 @@ def test_what_is_compiled_for_a_thread_goes_with_its_connection(pothole):
     gc.collect()
 
     assert [ref() for ref in seen] == [None, None, None]
+
+
+def test_inserted_rows_are_held_as_the_database_stores_them(pothole):
+    request = ServiceRequestFactory(category=pothole)
+    rows = [
+        insert_new(
+            Follower(request=request, email="ana@example.org", language="es", source="reporter")
+        ),
+        insert_new(
+            Notification(
+                request=request,
+                recipient="ana@example.org",
+                kind=Notification.Kind.RECEIVED,
+                language="es",
+                subject="Recibimos su reporte",
+                body_text="Gracias",
+                headers={"List-Unsubscribe": "<https://311.example/u/1/>"},
+                render_context={"steps": [{"request": request.pk, "overdue": False}]},
+            )
+        ),
+    ]
+
+    for held in rows:
+        stored = type(held).objects.get(pk=held.pk)
+        assert not held._state.adding and held._state.db == "default"
+        for field in type(held)._meta.concrete_fields:
+            assert getattr(held, field.attname) == getattr(stored, field.attname), field.name
+
+
+def test_insert_new_takes_only_new_rows(pothole):
+    request = ServiceRequestFactory(category=pothole)
+
+    with pytest.raises(ValueError, match="new ServiceRequest"):
+        insert_new(request)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_postgresql_keeps_a_submissions_statements_prepared(client, pothole):
+    threshold = connection.settings_dict["OPTIONS"]["prepare_threshold"]
+    if threshold is None:
+        pytest.skip("prepared statements are turned off (DATABASE_PREPARE_THRESHOLD)")
+    for n in range(threshold + 1):
+        report = {
+            "category": pothole.pk,
+            "description": "Deep pothole by the bus stop",
+            "address": f"{n} Main St",
+            "name": "Maria Lopez",
+            "email": f"maria{n}@example.org",
+            "website": "",
+        }
+        assert client.post("/report/", report, REMOTE_ADDR=f"10.0.0.{n + 1}").status_code == 302
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    for table in (
+        "requests_app_servicerequest",
+        "requests_app_history",
+        "notifications_notification",
+    ):
+        assert any(s.startswith(f'INSERT INTO "{table}"') for s in prepared), table
