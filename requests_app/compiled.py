@@ -15,7 +15,7 @@ paths every visitor takes run there.
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections, transaction
@@ -76,13 +76,7 @@ class _Compiled:
 
     def instances(self, using, rows) -> list[Model]:
         """What ModelIterable makes of the rows (django/db/models/query.py)."""
-        compiler = self.compiler
-        select, klass_info = compiler.select, compiler.klass_info
-        model, fields = klass_info["model"], klass_info["select_fields"]
-        start, end = fields[0], fields[-1] + 1
-        init_list = [column[0].target.attname for column in select[start:end]]
-        populators = get_related_populators(klass_info, select, using)
-        annotations = compiler.annotation_col_map.items()
+        model, start, end, init_list, populators, annotations = self._instance_plan
         found = []
         for row in rows:
             instance = model.from_db(using, init_list, row[start:end])
@@ -93,13 +87,25 @@ class _Compiled:
             found.append(instance)
         return found
 
+    @cached_property
+    def _instance_plan(self):
+        """Where each model's columns sit in a row: worked out once, like the SQL."""
+        compiler = self.compiler
+        select, klass_info = compiler.select, compiler.klass_info
+        fields = klass_info["select_fields"]
+        start, end = fields[0], fields[-1] + 1
+        init_list = [column[0].target.attname for column in select[start:end]]
+        populators = get_related_populators(klass_info, select, compiler.connection.alias)
+        annotations = tuple(compiler.annotation_col_map.items())
+        return klass_info["model"], start, end, init_list, populators, annotations
+
 
 # --- Inserting new rows --------------------------------------------------------------------
 # A submission inserts four rows, and the ORM composes and compiles each INSERT anew: for the
 # request's forty columns that costs more CPU than PostgreSQL spends running it. insert_new()
 # does what Model.save() does for a new row (related fields checked, signals, pre_save
 # values, the columns the database returns) with the statement the ORM wrote for the model
-# once per connection, as compiled.py does for queries: the SQL stays the ORM's.
+# once per connection, as CompiledQuery does for queries: the SQL stays the ORM's.
 
 
 def insert_new(instance: Model, using: str = DEFAULT_DB_ALIAS) -> Model:

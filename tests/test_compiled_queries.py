@@ -44,6 +44,7 @@ def test_each_run_finds_its_own_callers_row(pothole):
             assert found.pk == request.pk
             assert found.description == request.description
             assert found.category.name == pothole.name  # select_related, no further query
+            assert found._state.db == found.category._state.db == "default"
 
     assert BY_NUMBER.first(number="CD-2345-6789") is None
 
