@@ -184,7 +184,7 @@ class FollowForm(forms.Form):
 class NearbyQueryForm(forms.Form):
     """The report form's live question: what is already reported around this pin?"""
 
-    category = forms.ModelChoiceField(queryset=ServiceCategory.objects.active())
+    category = ActiveCategoryField(queryset=ServiceCategory.objects.active())
     lat = forms.FloatField(min_value=-90, max_value=90)
     lng = forms.FloatField(min_value=-180, max_value=180)
 

@@ -600,15 +600,17 @@ class ServiceRequest(models.Model):
         return withdraw_url(self.pk)
 
     def save(self, *args, **kwargs):
-        if not self.tracking_number:
-            self.tracking_number = _unused_tracking_number()
+        self._number_if_new()
         return super().save(*args, **kwargs)
 
     def insert(self):
         """Store this new request as save() does, with one compiled INSERT (insert_new)."""
+        self._number_if_new()
+        return insert_new(self)
+
+    def _number_if_new(self):
         if not self.tracking_number:
             self.tracking_number = _unused_tracking_number()
-        return insert_new(self)
 
     # --- History -----------------------------------------------------------------------
     def record(self, action, *, by=None, actor="", field="", old="", new="", note="", public=False):
@@ -904,7 +906,7 @@ class ServiceRequest(models.Model):
 
 # The tracking-number check of every new request: compiled once (see compiled.py).
 _TRACKING_NUMBER_TAKEN = CompiledQuery(
-    lambda number: ServiceRequest.objects.filter(tracking_number=number).order_by().only("pk")[:1],
+    lambda number: ServiceRequest.objects.filter(tracking_number=number).values_list("pk")[:1],
     number=("\x1fstand-in", ServiceRequest._meta.get_field("tracking_number")),
 )
 
@@ -916,7 +918,7 @@ def _unused_tracking_number() -> str:
     # costs two round trips on every request, not one.)
     for _attempt in range(5):
         number = new_tracking_number()
-        if _TRACKING_NUMBER_TAKEN.first(number=number) is None:
+        if not _TRACKING_NUMBER_TAKEN.rows(number=number):
             return number
     raise IntegrityError("Could not allocate a unique tracking number")
 
