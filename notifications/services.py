@@ -78,45 +78,47 @@ class Recipient:
     name: str = ""
 
 
-def resident_recipients(request, *, being_created=False) -> list[Recipient]:
-    """The reporter, then followers, one per address, minus the unsubscribed and the
-    undeliverable.
+def _reporter_recipient(request) -> list[Recipient]:
+    if not request.reporter_email:
+        return []
+    return [
+        Recipient(
+            request.reporter_email.strip(),
+            request.language,
+            is_reporter=True,
+            name=request.reporter_name,
+        )
+    ]
 
-    A request being created has no followers yet but its reporter, and nobody can have
-    unsubscribed from it: being_created=True asks the database nothing, and leaves an
-    undeliverable address to be caught when sending.
-    """
+
+def new_request_recipients(request) -> list[Recipient]:
+    """resident_recipients for a request being created, without asking the database: it
+    has no followers yet but its reporter, and nobody can have unsubscribed from it. An
+    undeliverable address is caught when sending."""
+    quiet = _quiet.get()
+    return [r for r in _reporter_recipient(request) if r.email.lower() not in quiet]
+
+
+def resident_recipients(request) -> list[Recipient]:
+    """The reporter, then followers, one per address, minus the unsubscribed and the
+    undeliverable."""
     from requests_app.models import Follower
 
-    followers = (
-        []
-        if being_created
-        else list(Follower.objects.filter(request=request).order_by("created_at", "pk"))
-    )
+    followers = list(Follower.objects.filter(request=request).order_by("created_at", "pk"))
     unsubscribed = {f.email.strip().lower() for f in followers if f.unsubscribed_at}
-    candidates = []
-    if request.reporter_email:
-        candidates.append(
-            Recipient(
-                request.reporter_email.strip(),
-                request.language,
-                is_reporter=True,
-                name=request.reporter_name,
-            )
-        )
-    candidates += [
+    candidates = _reporter_recipient(request) + [
         Recipient(f.email.strip(), f.language or request.language)
         for f in followers
         if not f.unsubscribed_at
     ]
     suppressed = (
-        set()
-        if being_created or not candidates
-        else set(
+        set(
             SuppressedAddress.objects.filter(
                 email__in=[c.email.lower() for c in candidates]
             ).values_list("email", flat=True)
         )
+        if candidates
+        else set()
     )
     skip = unsubscribed | suppressed | _quiet.get()
     seen, recipients = set(), []
@@ -268,7 +270,7 @@ def notify_request_received(request):
         Notification.Kind.RECEIVED,
         "request_received",
         {},
-        resident_recipients(request, being_created=True),
+        new_request_recipients(request),
         write_now=False,
         send=False,
     )
