@@ -76,6 +76,25 @@ def enqueue_on_commit(task, *args):
     transaction.on_commit(send)
 
 
+# --- The heartbeat read by /health/ -------------------------------------------------------
+
+
+@signals.worker_ready.connect
+def _stamp_heartbeat_when_ready(sender, **kwargs):
+    """A worker that takes the `heartbeat` task stamps it as soon as it is ready, so that
+    /health/ does not report a freshly started installation's worker as missing until
+    beat's next heartbeat reaches it.
+
+    Only such a worker: the email worker (-Q email) never runs the task, and its stamp
+    would tell /health/ that routing and the sweeps are being done when they may not be.
+    """
+    from requests_app.health import heartbeat_stamp
+
+    heartbeat_queue = app.amqp.router.route({}, "requests_app.tasks.heartbeat")["queue"].name
+    if heartbeat_queue in {queue.name for queue in sender.task_consumer.queues}:
+        heartbeat_stamp()
+
+
 # --- Request ids and JSON logs in the worker ----------------------------------------------
 # A task enqueued while handling an HTTP request carries that request's id in a message
 # header, and the worker's log lines for the task show it.

@@ -226,15 +226,22 @@ def _write(request, template, recipient, unsubscribe, context) -> tuple[str, str
     return render_email(template, personal, recipient.language)
 
 
-def _write_queued(notification):
-    """Write an email that was queued unwritten, as of now; the caller saves the row."""
+def _write_queued(notification) -> bool:
+    """Write an email that was queued unwritten, as of now; the caller saves the row.
+
+    False when there is nothing left to write: an SLA email whose requests have all been
+    deleted since.
+    """
     later = notification.render_context
     if notification.kind == Notification.Kind.SLA:
         # Staff emails of the SLA sweep, one per recipient and sweep (sla._take).
         from requests_app.sla import steps_email
 
-        notification.subject, notification.body_text = steps_email(notification)
-        return
+        written = steps_email(notification)
+        if written is None:
+            return False
+        notification.subject, notification.body_text = written
+        return True
     recipient = Recipient(
         notification.recipient,
         notification.language,
@@ -248,6 +255,7 @@ def _write_queued(notification):
         later.get("unsubscribe_url", ""),
         later.get("context", {}),
     )
+    return True
 
 
 def _create(send=True, **fields) -> Notification:
@@ -571,8 +579,11 @@ def notification_send(notification_id: int) -> str:
             notification.last_error = f"Not sent: the address is undeliverable ({suppressed})"
             notification.save(update_fields=["status", "last_error"])
             return SendOutcome.FAILED
-        if not notification.is_written:
-            _write_queued(notification)
+        if not notification.is_written and not _write_queued(notification):
+            notification.status = Notification.Status.FAILED
+            notification.last_error = "Not sent: every request it listed has been deleted since"
+            notification.save(update_fields=["status", "last_error"])
+            return SendOutcome.FAILED
         message = EmailMultiAlternatives(
             subject=notification.subject,
             body=notification.body_text,

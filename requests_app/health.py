@@ -4,7 +4,8 @@ Answers 503 when the database cannot be queried or no worker has stamped its hea
 lately; the broker, the email outbox and the intake backlog are reported without failing
 the check. Counts and ages only: no personal data. Every outside call has a timeout of a
 second or two, and the worker is never asked anything: it stamps a heartbeat (the
-`heartbeat` beat task, every 30 s) and this view only reads it.
+`heartbeat` beat task, every 30 s, and once as it starts: civicdesk/celery.py) and this
+view only reads it.
 """
 
 import time

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -341,7 +342,10 @@ _DUE_FIELDS = (
 )
 # For the same reason, PostgreSQL sends the creation time as text too, for
 # datetime.fromisoformat (SQLite's text has no time zone: it is left to Django).
-_CREATED_AS_TEXT = {"request__created_at": Cast("request__created_at", models.TextField())}
+_DUE_FIELDS_POSTGRESQL = tuple(
+    Cast(field, models.TextField()) if field == "request__created_at" else field
+    for field in _DUE_FIELDS
+)
 
 
 def _lock_due(now, batch) -> list[_Due]:
@@ -362,11 +366,8 @@ def _lock_due(now, batch) -> list[_Due]:
         # A locked row stays where it is until this transaction moves it, so _take finds
         # it by its ctid rather than looking its key up in an index again.
         tables = (EscalationClock._meta.db_table, ServiceRequest._meta.db_table)
-        due = due.annotate(
-            **{f"{table}_row": RawSQL(f"{table}.ctid::text", ()) for table in tables}
-        )
-        fields = [_CREATED_AS_TEXT.get(field, field) for field in _DUE_FIELDS]
-        due = due.values_list(*fields, *(f"{table}_row" for table in tables))[:batch]
+        ctids = {f"{table}_row": RawSQL(f"{table}.ctid::text", ()) for table in tables}
+        due = due.annotate(**ctids).values_list(*_DUE_FIELDS_POSTGRESQL, *ctids)[:batch]
         # select_for_update(of=...) cannot name a relation that values_list() joins.
         sql, params = due.query.sql_with_params()
         with connection.cursor() as cursor:
@@ -725,30 +726,26 @@ def _arrays(rows, width) -> list[str]:
 
 
 def _array_body(column) -> str:
-    # A column holding one type is converted without looking at each value's type (a
-    # thousand values a column: this was a good part of the client's time).
-    kinds = set(map(type, column))
-    if kinds == {int}:
-        return ",".join(map(str, column))
-    if kinds == {datetime}:
-        return ",".join(map(datetime.isoformat, column))
-    if kinds == {str}:
+    # Each run of values of one type is converted in one go: a column holding one type is
+    # a single run, a mixed one (times or priorities among NULLs) a few.
+    return ",".join(_array_elements(list(run), kind) for kind, run in groupby(column, key=type))
+
+
+def _array_elements(values, kind) -> str:
+    """`values`, all of type `kind`, as elements of a PostgreSQL array literal.
+
+    They are converted together, without looking at each value's type: a column holds a
+    thousand values, and converting them one by one was a good part of the client's time.
+    """
+    if kind is type(None):
+        return ",".join(["NULL"] * len(values))
+    if issubclass(kind, datetime):
+        return ",".join(map(datetime.isoformat, values))
+    if issubclass(kind, str):
         # Quoted all at once; NUL cannot occur in PostgreSQL text, so it can part them.
-        text = "\0".join(column).replace("\\", "\\\\").replace('"', '\\"')
+        text = "\0".join(values).replace("\\", "\\\\").replace('"', '\\"')
         return '"' + text.replace("\0", '","') + '"'
-    if kinds == {type(None)}:
-        return ",".join(["NULL"] * len(column))
-    return ",".join(map(_array_element, column))
-
-
-def _array_element(value) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(value)
+    return ",".join(map(str, values))
 
 
 class _Recipients:
@@ -821,14 +818,17 @@ def queued_steps(notification) -> list[dict]:
     ]
 
 
-def steps_email(notification) -> tuple[str, str]:
-    """Subject and text of a queued SLA email, as the task sending it writes it."""
+def steps_email(notification) -> tuple[str, str] | None:
+    """Subject and text of a queued SLA email, as the task sending it writes it; None when
+    every request it listed has been deleted since, and it has nothing left to tell."""
     steps = queued_steps(notification)
     requests = ServiceRequest.objects.select_related("category").in_bulk(
         [step["request"] for step in steps]
     )
     # A request deleted since (a spam report) is left out of the list.
     steps = [step for step in steps if step["request"] in requests]
+    if not steps:
+        return None
     parts = [
         step_email(requests[step["request"]], share=step["share"], due_at=step["due_at"])
         for step in steps

@@ -3,16 +3,20 @@
 import json
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
+from celery import signals
 from django.core.cache import caches
 from django.db import OperationalError, connection
 from django.utils import timezone
+from kombu import Queue
 
 from notifications.models import Notification
 from requests_app import health, tasks
 
+from .conftest import WorkerProcess
 from .factories import ServiceRequestFactory
 
 HEALTH_URL = "/health/"
@@ -148,3 +152,48 @@ def test_heartbeat_task_is_scheduled_every_30_seconds():
     entry = app.conf.beat_schedule["worker-heartbeat"]
     assert entry["task"] == tasks.heartbeat.name
     assert entry["schedule"] == 30.0
+
+
+class _Consumer:
+    """A worker's consumer, which sends worker_ready, as far as the heartbeat needs."""
+
+    def __init__(self, *queues):
+        self.task_consumer = SimpleNamespace(queues=[Queue(name) for name in queues])
+
+
+def _worker_ready(*queues):
+    signals.worker_ready.send(sender=_Consumer(*queues))
+
+
+@pytest.mark.parametrize("queues", [("celery",), ("celery", "email")])
+def test_a_worker_taking_the_heartbeat_stamps_it_as_soon_as_it_is_ready(queues):
+    caches["shared"].delete(health.HEARTBEAT_KEY)
+    before = time.time()
+    _worker_ready(*queues)
+    try:
+        assert caches["shared"].get(health.HEARTBEAT_KEY) >= before
+    finally:
+        caches["shared"].delete(health.HEARTBEAT_KEY)
+
+
+def test_the_email_worker_does_not_stamp_the_heartbeat():
+    # It never runs the heartbeat task: its stamp would hide a missing default worker.
+    caches["shared"].delete(health.HEARTBEAT_KEY)
+    _worker_ready("email")
+    assert caches["shared"].get(health.HEARTBEAT_KEY) is None
+
+
+@pytest.mark.worker
+def test_a_freshly_started_worker_is_healthy_before_beat_sends_a_heartbeat(
+    client, celery_worker_env, tmp_path
+):
+    caches["shared"].delete(health.HEARTBEAT_KEY)
+    worker = WorkerProcess(celery_worker_env, tmp_path / "worker.log").start()  # no beat
+    try:
+        worker.wait_ready()
+        response, body = _get(client)
+    finally:
+        worker.stop()
+        caches["shared"].delete(health.HEARTBEAT_KEY)
+    assert response.status_code == 200, (body, worker.output())
+    assert body["checks"]["worker"]["status"] == "ok"

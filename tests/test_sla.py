@@ -480,3 +480,45 @@ def test_breach_email_and_history_tell_the_deadline_that_was_missed(pothole, sta
     assert f"/admin/requests_app/servicerequest/{request.pk}/change/" in sent.body
     email.refresh_from_db()
     assert email.subject == sent.subject and email.body_text == sent.body
+
+
+def test_an_email_whose_requests_were_all_deleted_since_has_nothing_to_tell(pothole):
+    requests = [ServiceRequestFactory(category=pothole) for _ in range(2)]
+    email = Notification.objects.create(
+        recipient="streets@city.example",
+        kind=Notification.Kind.SLA,
+        language="en",
+        render_context={
+            "steps": [{"request": r.pk, "share": "0.75", "due_at": None} for r in requests]
+        },
+    )
+    ServiceRequest.objects.filter(pk=requests[0].pk).delete()  # a spam report
+    subject, _text = sla.steps_email(email)
+    assert subject == f"At risk: {requests[1].tracking_number} {pothole}"
+    ServiceRequest.objects.filter(pk=requests[1].pk).delete()
+    # Not "0 requests need attention".
+    assert sla.steps_email(email) is None
+
+
+def test_an_email_whose_requests_were_all_deleted_since_is_not_sent(pothole):
+    from django.core import mail
+
+    from notifications.services import notification_send
+
+    requests = [ServiceRequestFactory(category=pothole) for _ in range(2)]
+    email = Notification.objects.create(
+        recipient="streets@city.example",
+        kind=Notification.Kind.SLA,
+        language="en",
+        render_context={
+            "steps": [{"request": r.pk, "share": "0.75", "due_at": None} for r in requests]
+        },
+    )
+    ServiceRequest.objects.filter(pk__in=[r.pk for r in requests]).delete()
+    mail.outbox.clear()
+    assert notification_send(email.pk) == "failed"
+    assert mail.outbox == []
+    email.refresh_from_db()
+    assert email.status == Notification.Status.FAILED
+    assert email.last_error == "Not sent: every request it listed has been deleted since"
+    assert notification_send(email.pk) == "skipped"  # nor by the outbox sweep, later
