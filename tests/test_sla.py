@@ -482,8 +482,8 @@ def test_breach_email_and_history_tell_the_deadline_that_was_missed(pothole, sta
     assert email.subject == sent.subject and email.body_text == sent.body
 
 
-def test_an_email_whose_requests_were_all_deleted_since_has_nothing_to_tell(pothole):
-    requests = [ServiceRequestFactory(category=pothole) for _ in range(2)]
+def _sla_email_listing_two_requests(category):
+    requests = [ServiceRequestFactory(category=category) for _ in range(2)]
     email = Notification.objects.create(
         recipient="streets@city.example",
         kind=Notification.Kind.SLA,
@@ -492,6 +492,11 @@ def test_an_email_whose_requests_were_all_deleted_since_has_nothing_to_tell(poth
             "steps": [{"request": r.pk, "share": "0.75", "due_at": None} for r in requests]
         },
     )
+    return requests, email
+
+
+def test_an_email_whose_requests_were_all_deleted_since_has_nothing_to_tell(pothole):
+    requests, email = _sla_email_listing_two_requests(pothole)
     ServiceRequest.objects.filter(pk=requests[0].pk).delete()  # a spam report
     subject, _text = sla.steps_email(email)
     assert subject == f"At risk: {requests[1].tracking_number} {pothole}"
@@ -505,15 +510,7 @@ def test_an_email_whose_requests_were_all_deleted_since_is_not_sent(pothole):
 
     from notifications.services import notification_send
 
-    requests = [ServiceRequestFactory(category=pothole) for _ in range(2)]
-    email = Notification.objects.create(
-        recipient="streets@city.example",
-        kind=Notification.Kind.SLA,
-        language="en",
-        render_context={
-            "steps": [{"request": r.pk, "share": "0.75", "due_at": None} for r in requests]
-        },
-    )
+    requests, email = _sla_email_listing_two_requests(pothole)
     ServiceRequest.objects.filter(pk__in=[r.pk for r in requests]).delete()
     mail.outbox.clear()
     assert notification_send(email.pk) == "failed"
