@@ -443,6 +443,8 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
         "base-uri": [NONE],
         "object-src": [NONE],
+        # Browsers post what the policy blocked here, and it is logged (requests_app/csp_report.py).
+        "report-uri": ["/csp-report/"],
     },
 }
 

@@ -12,6 +12,7 @@ import requests_app.admin_open311  # noqa: F401
 import routing.admin  # noqa: F401
 import surveys.admin  # noqa: F401
 from requests_app.dashboard_urls import transparency_urls
+from requests_app.csp_report import csp_report
 from requests_app.health import health
 from requests_app.staff_auth import StaffLoginForm
 
@@ -23,6 +24,7 @@ admin.site.login_form = StaffLoginForm
 
 urlpatterns = [
     path("health/", health, name="health"),
+    path("csp-report/", csp_report, name="csp_report"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("crew/", include("requests_app.crew_urls")),

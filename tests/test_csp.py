@@ -8,7 +8,9 @@ and fails on any violation the browser reports.
 `build_city` is shared with test_browser_xss.py, which fills the same city with markup.
 """
 
+import json
 import re
+import time
 from html.parser import HTMLParser
 from urllib.parse import urlparse
 
@@ -201,6 +203,7 @@ EXPECTED = {
     "frame-ancestors": ["'none'"],
     "base-uri": ["'none'"],
     "object-src": ["'none'"],
+    "report-uri": ["/csp-report/"],
 }
 NONCE = re.compile(r"^'nonce-([A-Za-z0-9+/]{22}==)'$")
 # Script types a browser does not run: json_script's blocks carry data, not code.
@@ -479,3 +482,102 @@ def test_portal_crew_dashboard_and_admin_work_under_the_policy(live_server, chro
 
     for each in (watch, watch_crew, watch_office):
         each.assert_none()
+
+
+# --- Reports of what the policy blocked ---------------------------------------------------
+
+
+def csp_report_body(**report):
+    return {
+        "csp-report": {
+            "document-uri": "https://city.example/my/signin/SECRET-TOKEN/?next=/my/#top",
+            "effective-directive": "img-src",
+            "violated-directive": "img-src",
+            "blocked-uri": "https://tiles.elsewhere.example/3/4/2.png?key=abc",
+            "source-file": "https://city.example/static/portal/map.js?v=1",
+            "line-number": 12,
+            **report,
+        }
+    }
+
+
+def test_a_blocked_load_is_logged_without_queries(client, caplog):
+    caplog.set_level("WARNING", logger="civicdesk.csp")
+    response = client.post(
+        "/csp-report/", json.dumps(csp_report_body()), content_type="application/csp-report"
+    )
+    assert response.status_code == 204
+    (record,) = caplog.records
+    line = record.getMessage()
+    assert "https://tiles.elsewhere.example/3/4/2.png (img-src)" in line
+    assert "https://city.example/my/signin/SECRET-TOKEN/" in line
+    assert "static/portal/map.js line 12" in line
+    # Queries and fragments may hold keys and search terms; they are not logged.
+    assert "key=abc" not in line and "next=" not in line and "#top" not in line
+    assert "v=1" not in line
+
+
+def test_an_inline_violation_keeps_its_keyword(client, caplog):
+    caplog.set_level("WARNING", logger="civicdesk.csp")
+    body = csp_report_body(**{"blocked-uri": "inline", "effective-directive": "script-src-elem"})
+    client.post("/csp-report/", json.dumps(body), content_type="application/csp-report")
+    assert "CSP blocked inline (script-src-elem)" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[]", b'{"csp-report": "x"}', b"[" * 5000 + b"]" * 5000, b"\xff\xfe"],
+    ids=["empty", "not-json", "list", "report-not-object", "deeply-nested", "not-utf8"],
+)
+def test_anything_but_a_report_gets_a_400(client, caplog, body):
+    response = client.post("/csp-report/", body, content_type="application/csp-report")
+    assert response.status_code == 400
+    assert not [r for r in caplog.records if r.name == "civicdesk.csp"]
+
+
+def test_a_large_body_is_refused_unread(client):
+    body = json.dumps(csp_report_body(**{"script-sample": "x" * 20_000}))
+    response = client.post("/csp-report/", body, content_type="application/csp-report")
+    assert response.status_code == 413
+
+
+def test_reports_are_not_only_get_requests(client):
+    assert client.get("/csp-report/").status_code == 405
+
+
+def test_a_flood_of_reports_is_capped_in_the_log(client, caplog, monkeypatch):
+    from requests_app import csp_report
+
+    monkeypatch.setattr(csp_report, "_minute", [0, 0])
+    caplog.set_level("WARNING", logger="civicdesk.csp")
+    for _ in range(csp_report.REPORTS_LOGGED_PER_MINUTE + 20):
+        response = client.post(
+            "/csp-report/", json.dumps(csp_report_body()), content_type="application/csp-report"
+        )
+        assert response.status_code == 204
+    logged = [r for r in caplog.records if r.name == "civicdesk.csp"]
+    assert len(logged) == csp_report.REPORTS_LOGGED_PER_MINUTE
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_chromium_reports_a_blocked_load_to_the_log(live_server, chromium, caplog):
+    caplog.set_level("WARNING", logger="civicdesk.csp")
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(f"{live_server.url}/track/")
+    # As an injected tag would: an image from a host the policy does not name.
+    page.evaluate(
+        "() => { const img = document.createElement('img');"
+        " img.src = 'https://evil.example/pixel.png?who=me'; document.body.append(img); }"
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not [
+        r for r in caplog.records if r.name == "civicdesk.csp"
+    ]:
+        time.sleep(0.1)
+    context.close()
+    (record,) = [r for r in caplog.records if r.name == "civicdesk.csp"]
+    line = record.getMessage()
+    assert "https://evil.example/pixel.png (img-src)" in line and "/track/" in line
+    assert "who=me" not in line

@@ -657,6 +657,7 @@ ANYMAIL_WEBHOOKS = [
 
 URLS = {
     "health": [Case(HEALTH, check=no_personal_data)],
+    "csp_report": [Case(POST_ONLY_PUBLIC)],
     "set_language": [Case(PUBLIC_REDIRECT)],
     # The admin's own pages.
     "admin:index": [Case(STAFF_ANY)],
