@@ -498,16 +498,33 @@ def _public_comment(text, override, approved, author_id) -> str:
 
 
 def _status_notes(ids) -> dict[int, str]:
-    """The latest public comment of each request, as the public sees it, by request id."""
-    newest_first = Window(RowNumber(), partition_by="request_id", order_by=["-created_at", "-pk"])
-    latest = (
-        Comment.objects.filter(request_id__any_of=ids, is_public=True)
-        .annotate(newness=newest_first)
-        .filter(newness=1)
-        .order_by()
-        .values_list("request_id", *COMMENT_FIELDS)
+    """What explains each request's current status, by request id: the latest public
+    comment, unless the status has changed since; then that change's note, if it had one.
+
+    A comment made before a reopening ("we have scheduled the repair") no longer speaks
+    for the reopened request.
+    """
+    comments = _latest_per_request(
+        Comment.objects.filter(request_id__any_of=ids, is_public=True), "created_at"
+    ).values_list("request_id", "created_at", *COMMENT_FIELDS)
+    changes = _latest_per_request(
+        HistoryEntry.objects.filter(
+            request_id__any_of=ids, is_public=True, action=HistoryEntry.Action.STATUS
+        ),
+        "at",
+    ).values_list("request_id", "at", "note")
+    notes = {request_id: (at, _public_comment(*fields)) for request_id, at, *fields in comments}
+    for request_id, at, note in changes:
+        if request_id not in notes or notes[request_id][0] < at:
+            notes[request_id] = (at, moderation.public_text(note, review=False))
+    return {request_id: text for request_id, (_at, text) in notes.items()}
+
+
+def _latest_per_request(queryset, time_field):
+    newest_first = Window(
+        RowNumber(), partition_by="request_id", order_by=[f"-{time_field}", "-pk"]
     )
-    return {request_id: _public_comment(*fields) for request_id, *fields in latest}
+    return queryset.annotate(newness=newest_first).filter(newness=1).order_by()
 
 
 def _first_photo_urls(rows) -> dict[int, str]:

@@ -599,6 +599,26 @@ def test_notes_keep_the_order_of_events_within_one_second(client, pothole, dispa
     assert row["status_notes"] == "Crew on the way"
 
 
+def test_status_notes_speak_for_the_current_status(client, pothole, dispatcher):
+    sr = public_request(pothole)
+    sr.change_status(Status.SCHEDULED, by=dispatcher)
+    sr.add_comment("Thanks Maria, we have scheduled the repair.", by=dispatcher, public=True)
+    sr.add_comment("Crew rota: Tuesday team", by=dispatcher, public=False)
+    sr.change_status(Status.COMPLETED, by=dispatcher)
+
+    def status_notes():
+        (row,) = as_json(client.get(url("request", "json", sr.tracking_number)))
+        return row["status"], row["status_notes"]
+
+    # Completed since the comment, without a note: the comment no longer explains it.
+    assert status_notes() == ("closed", None)
+    # Reopened by the resident's survey answer: its note, not the scheduling comment.
+    sr.change_status(Status.RECEIVED, note="The resident says it is not fixed.")
+    assert status_notes() == ("open", "The resident says it is not fixed.")
+    sr.add_comment("Sending the crew back on Friday.", by=dispatcher, public=True)
+    assert status_notes() == ("open", "Sending the crew back on Friday.")
+
+
 @pytest.mark.parametrize(
     "when",
     [
