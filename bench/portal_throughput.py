@@ -732,7 +732,7 @@ def main():
         print(
             f"Load average (1 min) {load_before:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end; setup took {setup_seconds:.0f} s. "
-            "Other work on the machine moves all four figures; the ratios, measured "
+            "Other work on the machine moves all the figures; the ratios, measured "
             "interleaved, move less."
         )
         print_server_errors(log_path)
