@@ -198,7 +198,8 @@ def test_open311_requests_and_single_request_mask_descriptions_and_notes(client,
             row = ET.fromstring(response.content).find("request")
             description, status_notes = row.findtext("description"), row.findtext("status_notes")
         assert description == MASKED
-        assert status_notes == "It is getting worse, ring [phone number hidden]"
+        # The status changed after the resident's reply, so its note explains it now.
+        assert status_notes == "Crew told; questions to [email address hidden]"
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])
