@@ -1,17 +1,24 @@
+from itertools import groupby
+from operator import attrgetter
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Max, Min, Prefetch, Q, Value, When
+from django.http import Http404, HttpRequest, QueryDict, StreamingHttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
-from django.utils import timezone
+from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from routing.widgets import ADMIN_MAP_MEDIA, map_div  # noqa: I001  (routing builds on this app)
 
-from . import service_area
+from . import dashboard_views, exports, service_area
 from .access import (
     assignable_crews,
     can_edit_requests,
@@ -36,7 +43,10 @@ from .admin_moderation import (
     public_view,
 )
 from .admin_open311 import ServiceAttributeInline
+from .dashboard import Filters
+from .export_tasks import ADMIN_LIST, export_start
 from .models import (
+    OPEN_STATUSES,
     TRANSITIONS,
     Channel,
     CloseReason,
@@ -45,6 +55,7 @@ from .models import (
     Crew,
     Department,
     EscalationStep,
+    ExportJob,
     HistoryEntry,
     Holiday,
     Photo,
@@ -56,6 +67,7 @@ from .models import (
     Status,
     WorkingCalendar,
     WorkOrder,
+    WorkOrderStatus,
 )
 from .services import Intake, request_submit
 from .templatetags.sla_tags import sla_badge
@@ -149,6 +161,66 @@ class StaffIntakeForm(forms.ModelForm):
         return cleaned
 
 
+def attachable_work_orders(user, service_request):
+    """Active work orders `user` may add `service_request` to: its own department's first,
+    then the others by department, newest first within each."""
+    own_department_first = Case(
+        When(department_id=service_request.department_id, then=Value(0)), default=Value(1)
+    )
+    orders = visible_work_orders(user).active()
+    if service_request.work_order_id:
+        orders = orders.exclude(pk=service_request.work_order_id)
+    return (
+        orders.select_related("department", "crew")
+        .prefetch_related(
+            Prefetch(
+                "requests",
+                ServiceRequest.objects.select_related("category")
+                .only("work_order", "address", "created_at", "category__name")
+                .order_by("created_at", "pk"),
+            )
+        )
+        .order_by(own_department_first, "department__name", "department_id", "-pk")
+    )
+
+
+class _GroupedByDepartment(forms.models.ModelChoiceIterator):
+    def __iter__(self):
+        if self.field.empty_label is not None:
+            yield ("", self.field.empty_label)
+        for department, orders in groupby(self.queryset, key=attrgetter("department")):
+            yield (self.field.group_label(department), [self.choice(o) for o in orders])
+
+
+class WorkOrderChoiceField(forms.ModelChoiceField):
+    """Work orders said in words — what and where, status, crew — grouped by department,
+    since "WO-133" alone means nothing to whoever picks one."""
+
+    iterator = _GroupedByDepartment
+    # The department of the request being worked on; its work orders come first.
+    home_department = None
+
+    def group_label(self, department):
+        if department == self.home_department:
+            return _("%(department)s (this request's department)") % {"department": department}
+        return str(department)
+
+    def label_from_instance(self, order):
+        requests = order.requests.all()  # prefetched by attachable_work_orders
+        if requests:
+            first = requests[0]
+            what = f"{first.category.name}, {first.address or '—'}"
+            if len(requests) > 1:
+                what = _("%(request)s and %(n)d more") % {"request": what, "n": len(requests) - 1}
+        else:
+            what = "—"
+        status = order.get_status_display()
+        if order.status == WorkOrderStatus.SCHEDULED and order.scheduled_for:
+            status = f"{status} {formats.date_format(order.scheduled_for, 'SHORT_DATE_FORMAT')}"
+        crew = order.crew.name if order.crew else _("no crew")
+        return f"{order} · {what} · {status} · {crew}"
+
+
 class RequestWorkForm(ModerationFields, forms.ModelForm):
     """The change page: status, priority, department, comments and what the public sees,
     each with history."""
@@ -182,7 +254,7 @@ class RequestWorkForm(ModerationFields, forms.ModelForm):
             ("attach", _("Attach to the work order chosen below")),
         ],
     )
-    attach_to = forms.ModelChoiceField(
+    attach_to = WorkOrderChoiceField(
         WorkOrder.objects.none(), label=_("Existing work order"), required=False
     )
     comment = forms.CharField(
@@ -204,9 +276,8 @@ class RequestWorkForm(ModerationFields, forms.ModelForm):
         super().__init__(*args, **kwargs)
         if user is not None:
             self.fields["assign_crew"].queryset = assignable_crews(user)
-            self.fields["attach_to"].queryset = (
-                visible_work_orders(user).active().select_related("crew")
-            )
+            self.fields["attach_to"].queryset = attachable_work_orders(user, self.instance)
+            self.fields["attach_to"].home_department = self.instance.department
         current = Status(self.instance.status)
         self.fields["new_status"].choices = [("", "—")] + [
             (s.value, s.label) for s in Status if s in TRANSITIONS[current]
@@ -256,9 +327,16 @@ class ReadOnlyInline(admin.TabularInline):
 
 class HistoryInline(ReadOnlyInline):
     model = HistoryEntry
-    fields = ["at", "actor_label", "action", "field", "old_value", "new_value", "note", "is_public"]
+    fields = ["at", "actor_label", "action", "field", "old_value", "new_value", "note", "public"]
     readonly_fields = fields
     verbose_name_plural = _("History (append-only)")
+
+    @admin.display(description=_("Public"), boolean=True)
+    def public(self, entry):
+        # A public comment's entry is stored with is_public False, because the public
+        # timeline shows the comment itself, not the entry (ServiceRequest.add_comment);
+        # staff reading the history want to know whether the public saw it.
+        return entry.is_public or entry.action == HistoryEntry.Action.COMMENT
 
 
 class CommentInline(ReadOnlyInline):
@@ -341,6 +419,54 @@ class AssignmentFilter(admin.SimpleListFilter):
         return queryset
 
 
+def may_export(user) -> bool:
+    """Whoever may use the dashboard's exports may export the admin list (the same roles)."""
+    return staff_role(user) in dashboard_views.EXPORT_ROLES
+
+
+def may_see_dashboard(user) -> bool:
+    return staff_role(user) in dashboard_views.DASHBOARD_ROLES
+
+
+def listed_requests(user, query: str):
+    """The requests the admin's request list shows `user` for the query string `query` (its
+    filters, search and date drill-down), for an export the worker writes later."""
+    request = HttpRequest()
+    request.method = "GET"
+    request.user = user
+    request.GET = QueryDict(query)
+    model_admin = admin.site.get_model_admin(ServiceRequest)
+    return model_admin.get_changelist_instance(request).queryset
+
+
+def _csv_download(requests, user):
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(
+        exports.csv_lines(requests, exports.columns_for(user)),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
+    return response
+
+
+def _export_in_background(user, query: str, requests) -> ExportJob:
+    # The job page describes a job by its period: here, the days the rows were received.
+    span = requests.aggregate(first=Min("created_at"), last=Max("created_at"))
+    today = timezone.localdate()
+    period = Filters(
+        start=timezone.localdate(span["first"]) if span["first"] else today,
+        end=timezone.localdate(span["last"]) if span["last"] else today,
+    )
+    with transaction.atomic():
+        job = ExportJob.objects.create(
+            requested_by=user,
+            format=ExportJob.Format.CSV,
+            filters={**period.as_dict(), ADMIN_LIST: query},
+        )
+        export_start(job)
+    return job
+
+
 @admin.register(ServiceRequest)
 class ServiceRequestAdmin(admin.ModelAdmin):
     list_display = [
@@ -407,7 +533,37 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         return visible_requests(request.user).select_related("category", "department")
 
     def get_ordering(self, request):
-        return ["-priority", "due_at"]
+        # Open requests first, most urgent at the top; completed and closed ones after them
+        # rather than among them. A column's header still sorts by that column alone.
+        closed_last = Case(When(status__in=OPEN_STATUSES, then=Value(0)), default=Value(1))
+        return [closed_last.asc(), "-priority", "due_at"]
+
+    def get_urls(self):
+        export = path(
+            "export.csv",
+            self.admin_site.admin_view(self.export_view),
+            name="requests_app_servicerequest_export",
+        )
+        return [export, *super().get_urls()]
+
+    def export_view(self, request):
+        """The list's "Export these as CSV": exactly its rows for the same query string, in
+        the dashboard export's columns and privacy rules; a large one is written by the
+        worker like the dashboard's."""
+        if not may_export(request.user):
+            raise Http404
+        query = request.GET.copy()
+        query.pop(PAGE_VAR, None)  # every page, not the one the list was on
+        request.GET = query
+        try:
+            listed = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            changelist = reverse("admin:requests_app_servicerequest_changelist")
+            return redirect(f"{changelist}?{ERROR_FLAG}=1")
+        if listed.result_count > dashboard_views.STREAM_MAX_ROWS:
+            job = _export_in_background(request.user, query.urlencode(), listed.queryset)
+            return redirect("dashboard:export_job", pk=job.pk)
+        return _csv_download(listed.queryset, request.user)
 
     def has_add_permission(self, request):
         return can_edit_requests(request.user)
@@ -495,8 +651,15 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         )
 
     def changelist_view(self, request, extra_context=None):
-        export = reverse("dashboard:export_csv") + "?" + request.GET.urlencode()
-        return super().changelist_view(request, {**(extra_context or {}), "export_url": export})
+        # Links only for those the pages behind them answer.
+        tools = {}
+        if may_export(request.user):
+            query = request.GET.urlencode()
+            export = reverse("admin:requests_app_servicerequest_export")
+            tools["export_url"] = f"{export}?{query}" if query else export
+        if may_see_dashboard(request.user):
+            tools["dashboard_url"] = reverse("dashboard:home")
+        return super().changelist_view(request, {**(extra_context or {}), **tools})
 
     @admin.display(description=_("Time left"), ordering="due_at")
     def time_left(self, obj):

@@ -2,7 +2,8 @@
 
 The ExportJob row is the promise; `run_export` carries it out. It claims the job with a
 conditional UPDATE (pending → running), so a task delivered twice writes the file once, and
-it re-applies `visible_requests` for the requester at run time, so an export never shows
+it re-applies `visible_requests` (for an export from the admin's list, the admin's own
+queryset, which is built on it) for the requester at run time, so an export never shows
 more than its requester may see when it is written. `sweep_exports` re-sends jobs whose
 enqueueing was lost (broker down at the time) and fails jobs whose worker died.
 """
@@ -29,9 +30,17 @@ logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 2000
 RESEND_AFTER = timedelta(minutes=2)
 RUNNING_FOR_AT_MOST = timedelta(hours=2)
+# In ExportJob.filters of an export from the admin's request list: that list's query string
+# (filters, search), which the worker applies through the admin itself. Its start and end
+# only describe the job (the days the rows were received).
+ADMIN_LIST = "admin_list"
 
 
 def export_queryset(job):
+    if ADMIN_LIST in job.filters:
+        from .admin import listed_requests  # the admin builds on this module
+
+        return listed_requests(job.requested_by, job.filters[ADMIN_LIST])
     return Filters.from_dict(job.filters).apply(visible_requests(job.requested_by))
 
 

@@ -173,8 +173,19 @@ def write_export(requests, fmt, user, out, progress=None, every=CHUNK) -> int:
 # --- The audit package -------------------------------------------------------------------------
 
 
+class _CityTimeEncoder(DjangoJSONEncoder):
+    """Times in the city's time zone with their offset from UTC (ISO 8601, e.g.
+    2026-11-23T23:18:48.055-05:00): the day and hour the city's staff saw, and still exact
+    for a machine. The database hands them over in UTC."""
+
+    def default(self, o):
+        if isinstance(o, datetime) and timezone.is_aware(o):
+            o = timezone.localtime(o)
+        return super().default(o)
+
+
 def _dump(data):
-    return json.dumps(data, cls=DjangoJSONEncoder, indent=2, ensure_ascii=False)
+    return json.dumps(data, cls=_CityTimeEncoder, indent=2, ensure_ascii=False)
 
 
 def _photos_of(request):
@@ -270,7 +281,8 @@ def audit_package(request, *, staff: bool, generated_by: str = ""):
     out = tempfile.TemporaryFile()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for photo in photos:
-            name = f"photos/{photo.uploaded_at:%Y%m%dT%H%M%S}-{photo.kind}-{photo.pk}.jpg"
+            uploaded = timezone.localtime(photo.uploaded_at)
+            name = f"photos/{uploaded:%Y%m%dT%H%M%S}-{photo.kind}-{photo.pk}.jpg"
             try:
                 with photo.image.open("rb") as image:
                     archive.writestr(name, image.read())
@@ -298,8 +310,10 @@ def audit_package(request, *, staff: bool, generated_by: str = ""):
             f"Version: {version}\n"
             f"Generated: {timezone.localtime(now).isoformat(timespec='seconds')}"
             + (f" by {generated_by}" if generated_by else "")
-            + "\nTimes are in the city's time zone. Files: request.json, timeline.json "
-            "(history), comments.json, photos.json and photos/.\n",
+            + f"\nTimes are in the city's time zone ({timezone.get_current_timezone_name()}), "
+            "written in ISO 8601 with their offset from UTC; photo file names begin with the "
+            "local time of the upload. Files: request.json, timeline.json (history), "
+            "comments.json, photos.json and photos/.\n",
         )
     out.seek(0)
     return out

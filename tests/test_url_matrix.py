@@ -724,6 +724,15 @@ URLS = {
             query=lambda w: f"category={w.pothole.pk}&lat={CITY_CENTER[0]}&lng={CITY_CENTER[1]}",
         )
     ],
+    "admin:requests_app_servicerequest_export": [
+        Case(
+            Access(
+                "the request list's CSV: exporters (as the dashboard's), the rows they see",
+                staff_only(lambda role: 200 if role in EXPORTERS else 404),
+            ),
+            check=REQUESTS_BY_SCOPE,
+        )
+    ],
     # The crew's phone pages.
     "crew:my_work": [
         Case(
