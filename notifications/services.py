@@ -39,7 +39,7 @@ from .models import (
     ServiceNotice,
     SuppressedAddress,
 )
-from .resident import resident_requests
+from .resident import my_request_path, resident_requests
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +161,18 @@ def unsubscribe_url(request, email: str) -> str:
     )
 
 
+def reply_address() -> str:
+    """Where replies to resident emails reach us (inbound.py), or "" when nothing reads
+    them: the emails then must not ask for a reply."""
+    return getattr(settings, "INBOUND_EMAIL_ADDRESS", "")
+
+
 def _resident_headers(unsubscribe: str) -> dict:
     headers = {
         "List-Unsubscribe": f"<{unsubscribe}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    reply_to = getattr(settings, "INBOUND_EMAIL_ADDRESS", "")
+    reply_to = reply_address()
     if reply_to:
         headers["Reply-To"] = reply_to
     return headers
@@ -214,10 +220,25 @@ def notification_queue(
     return notifications
 
 
+def request_follow_url(request, recipient: Recipient) -> str:
+    """Where `recipient` can follow `request`: its public page while it has one.
+
+    Off the public pages (withdrawn by the reporter, or hidden by staff) it is still the
+    reporter's: "My requests" shows it to them after an emailed sign-in. A follower gets
+    no link: the request is not theirs to see any more.
+    """
+    if request.is_public:
+        return absolute_url(request.get_absolute_url())
+    if recipient.is_reporter:
+        return absolute_url(my_request_path(request))
+    return ""
+
+
 def _write(request, template, recipient, unsubscribe, context) -> tuple[str, str, str]:
     personal = {
         "request": request,
-        "status_url": absolute_url(request.get_absolute_url()),
+        "status_url": request_follow_url(request, recipient),
+        "replies_reach_us": bool(reply_address()),
         "recipient": recipient,
         "greeting_name": recipient.name if recipient.is_reporter else "",
         "unsubscribe_url": unsubscribe,
@@ -325,7 +346,13 @@ def notify_status_changed(request):
             if order and order.resolution_note
             else context["status_note"]
         )
-        after = request.public_photos().filter(kind="after").order_by("-uploaded_at").first()
+        # The photo view shows a request's photos to the public only while the request is
+        # public: otherwise the email would carry a broken image.
+        after = (
+            request.public_photos().filter(kind="after").order_by("-uploaded_at").first()
+            if request.is_public
+            else None
+        )
         context["after_photo_url"] = absolute_url(after.get_absolute_url()) if after else ""
     if request.status == "scheduled" and request.work_order_id:
         context["scheduled_for"] = request.work_order.scheduled_for
@@ -396,35 +423,61 @@ def _staff_url(request) -> str:
     return absolute_url(reverse("admin:requests_app_servicerequest_change", args=[request.pk]))
 
 
+def _crew_url(request) -> str:
+    """The crew's phone pages: the request's work order, or their list until it has one."""
+    if request.work_order_id:
+        return absolute_url(reverse("crew:work_order", args=[request.work_order_id]))
+    return absolute_url(reverse("crew:my_work"))
+
+
+def crew_member_url(request, member) -> str:
+    """Where `member` of the crew `request` was given to opens it: in the admin if they
+    see it there (dispatch, the department's staff), else on the crew's pages, since the
+    admin shows crew members no requests."""
+    from requests_app.access import visible_requests
+
+    if visible_requests(member).filter(pk=request.pk).exists():
+        return absolute_url(reverse("admin:requests_app_servicerequest_change", args=[request.pk]))
+    return _crew_url(request)
+
+
 def notify_crew_assigned(request, crew) -> list[Notification]:
     """Tell the members of `crew` that `request` is theirs; call inside the assignment's
     transaction."""
-    emails = []
-    for email in (
-        crew.members.filter(is_active=True).exclude(email="").values_list("email", flat=True)
+    links, seen = [], set()
+    for member in (
+        crew.members.filter(is_active=True)
+        .exclude(email="")
+        .select_related("staff_profile")
+        .order_by("pk")
     ):
-        if email.lower() not in {e.lower() for e in emails}:
-            emails.append(email)
+        key = member.email.lower()
+        if key in seen or SuppressedAddress.is_suppressed(member.email):
+            continue
+        seen.add(key)
+        links.append((member.email, crew_member_url(request, member)))
     language = settings.LANGUAGE_CODE
-    subject, text, html = render_email(
-        "crew_assigned",
-        {"request": request, "crew": crew, "staff_url": _staff_url(request)},
-        language,
-    )
-    return [
-        _create(
-            request=request,
-            recipient=email,
-            kind=Notification.Kind.CREW,
-            template="crew_assigned",
-            language=language,
-            subject=subject,
-            body_text=text,
-            body_html=html,
+    written = {}  # one rendering per link: the email is otherwise the same for everyone
+    notifications = []
+    for email, url in links:
+        if url not in written:
+            written[url] = render_email(
+                "crew_assigned", {"request": request, "crew": crew, "staff_url": url}, language
+            )
+        subject, text, html = written[url]
+        notifications.append(
+            _create(
+                request=request,
+                recipient=email,
+                kind=Notification.Kind.CREW,
+                template="crew_assigned",
+                language=language,
+                subject=subject,
+                body_text=text,
+                body_html=html,
+            )
         )
-        for email in emails
-        if not SuppressedAddress.is_suppressed(email)
-    ]
+    return notifications
 
 
 DIGEST_LIMIT = 50
@@ -671,6 +724,15 @@ def unsubscribe_target(request_id: int, key: str):
         if email and address_key(email) == key:
             return request, email
     return None, ""
+
+
+def is_unsubscribed(request, email: str) -> bool:
+    """Whether `email` has stopped emails about `request` (follower_unsubscribe)."""
+    from requests_app.models import Follower
+
+    return Follower.objects.filter(
+        request=request, email__iexact=email.strip(), unsubscribed_at__isnull=False
+    ).exists()
 
 
 def follower_unsubscribe(request, email: str) -> bool:

@@ -18,10 +18,11 @@ from requests_app.views import _client_ip
 from .forms import SignInLinkForm
 from .links import address_key, read_unsubscribe_token, signin_token_hash
 from .models import ResidentSignInLink
-from .resident import resident_email, resident_requests, resident_sign_in, resident_sign_out
+from .resident import my_requests_rows, resident_email, resident_sign_in, resident_sign_out
 from .services import (
     SIGN_IN_LINK_LIFETIME,
     follower_unsubscribe,
+    is_unsubscribed,
     signin_link_send,
     unsubscribe_target,
 )
@@ -44,8 +45,12 @@ def unsubscribe(request, token):
         return render(request, "notifications/unsubscribe_invalid.html", status=400)
     context = {"service_request": service_request}
     if request.method == "POST":
-        follower_unsubscribe(service_request, email)
-        return render(request, "notifications/unsubscribe_done.html", context)
+        changed = follower_unsubscribe(service_request, email)
+        return render(
+            request, "notifications/unsubscribe_done.html", {**context, "already": not changed}
+        )
+    if is_unsubscribed(service_request, email):
+        return render(request, "notifications/unsubscribe_done.html", {**context, "already": True})
     # A GET only asks: link scanners and previews must not unsubscribe anyone.
     return render(request, "notifications/unsubscribe_confirm.html", context)
 
@@ -62,11 +67,11 @@ def my_requests(request):
     email = resident_email(request)
     if not email:
         return render(request, "notifications/my_requests_ask.html", {"form": SignInLinkForm()})
-    service_requests = (
-        resident_requests(email).select_related("category").order_by("-created_at", "-pk")
+    return render(
+        request,
+        "notifications/my_requests.html",
+        {"email": email, "rows": my_requests_rows(email)},
     )
-    rows = [(r, r.reporter_email.strip().lower() == email) for r in service_requests]
-    return render(request, "notifications/my_requests.html", {"email": email, "rows": rows})
 
 
 def _ask_for_link(request):

@@ -5,12 +5,20 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
+from notifications.resident import my_request_path
+from notifications.services import reply_address
+
 from .links import read_withdraw_token
 from .models import ServiceRequest
 
 
 def _invalid(request, *, expired=False):
-    return render(request, "requests_app/withdraw/invalid.html", {"expired": expired}, status=400)
+    return render(
+        request,
+        "requests_app/withdraw/invalid.html",
+        {"expired": expired, "replies_reach_us": bool(reply_address())},
+        status=400,
+    )
 
 
 @never_cache
@@ -30,11 +38,20 @@ def withdraw(request, token):
     if request.method == "POST":
         service_request.withdraw_by_reporter()
         return render(
-            request, "requests_app/withdraw/done.html", {"service_request": service_request}
+            request,
+            "requests_app/withdraw/done.html",
+            {
+                "service_request": service_request,
+                "my_requests_url": my_request_path(service_request),
+            },
         )
     # A GET only asks: link scanners and mail previews must not withdraw anything.
     return render(
         request,
         "requests_app/withdraw/confirm.html",
-        {"service_request": service_request, "already_hidden": not service_request.is_public},
+        {
+            "service_request": service_request,
+            "already_hidden": not service_request.is_public,
+            "my_requests_url": my_request_path(service_request),
+        },
     )

@@ -8,7 +8,7 @@ from anymail.exceptions import AnymailRecipientsRefused
 from anymail.signals import AnymailTrackingEvent, tracking
 from django.core import mail
 from django.test import Client
-from django.urls import include, path
+from django.urls import include, path, reverse
 from django.utils import timezone
 
 from civicdesk.urls import urlpatterns as project_urlpatterns
@@ -145,6 +145,78 @@ def test_internal_notes_are_never_emailed(request_with_followers, dispatcher):
         assert INTERNAL_NOTE not in n.body_text + n.body_html + n.subject
 
 
+@pytest.mark.parametrize(
+    ("status", "template"),
+    [
+        (Status.ASSIGNED, "status_assigned"),
+        (Status.SCHEDULED, "status_assigned"),
+        (Status.IN_PROGRESS, "status_in_progress"),
+    ],
+)
+def test_status_note_is_in_the_assigned_scheduled_and_in_progress_emails(
+    request_with_followers, dispatcher, status, template
+):
+    note = "Crew on site Tuesday <early>; keep the lane clear"
+    request_with_followers.change_status(status, by=dispatcher, note=note)
+    for n in emails(request_with_followers, kind="status"):
+        assert n.template == template
+        assert note in n.body_text
+        assert "Crew on site Tuesday &lt;early&gt;; keep the lane clear" in n.body_html
+        assert "<early>" not in n.body_html
+
+
+def _received_email(pothole):
+    from notifications.services import notify_request_received
+
+    request = ServiceRequestFactory(category=pothole)
+    (notification,) = notify_request_received(request)
+    notification_send(notification.pk)  # the receipt is written when it is sent
+    notification.refresh_from_db()
+    return request, notification
+
+
+def test_without_inbound_email_no_email_asks_for_a_reply(pothole, settings):
+    settings.INBOUND_EMAIL_ADDRESS = ""
+    request, received = _received_email(pothole)
+    request.change_status(Status.COMPLETED)
+    closed = ServiceRequestFactory(category=pothole)
+    closed.change_status(Status.CLOSED, close_reason=CloseReason.NOT_CITY)
+    sent = [received, *emails(request, kind="status"), *emails(closed, kind="status")]
+    assert {n.template for n in sent} == {
+        "request_received",
+        "status_completed",
+        "status_closed",
+    }
+    for n in sent:
+        assert "Reply-To" not in n.headers
+        for body in (n.body_text, n.body_html):
+            assert "reply" not in body.lower(), (n.template, body)
+            assert "Demo City 311" in body
+    assert "To add something, contact Demo City 311" in received.body_text
+    (completed,) = emails(request, template="status_completed")
+    assert f"give the tracking number {request.tracking_number}" in completed.body_text
+
+
+def test_with_inbound_email_the_emails_ask_for_a_reply_that_reaches_us(pothole, settings):
+    settings.INBOUND_EMAIL_ADDRESS = "311-replies@city.example"
+    request, received = _received_email(pothole)
+    request.change_status(Status.COMPLETED)
+    (completed,) = emails(request, template="status_completed")
+    for n in (received, completed):
+        assert n.headers["Reply-To"] == "311-replies@city.example"
+    assert "To add something, reply to this email" in received.body_text
+    assert "Not fixed after all? Reply to this email and tell us." in completed.body_html
+    assert mail.outbox[0].extra_headers["Reply-To"] == "311-replies@city.example"
+
+
+def test_reply_offers_are_written_in_spanish_too(pothole, settings):
+    settings.INBOUND_EMAIL_ADDRESS = ""
+    request = ServiceRequestFactory(category=pothole, language="es")
+    request.change_status(Status.COMPLETED)
+    (completed,) = emails(request, template="status_completed")
+    assert completed.language == "es" and "responde" not in completed.body_text.lower()
+
+
 # --- Unsubscribe ------------------------------------------------------------------------
 
 
@@ -191,6 +263,25 @@ def test_reused_unsubscribe_link_changes_nothing_more(request_with_followers, cl
     assert response.status_code == 200
     assert Follower.objects.get(email="jo@example.org").unsubscribed_at == first
     assert request_with_followers.history.filter(field="unsubscribed").count() == 1
+
+
+def test_unsubscribe_link_opened_again_says_the_emails_already_stopped(
+    request_with_followers, client
+):
+    url = unsubscribe_path(request_with_followers, "jo@example.org")
+    client.post(url)
+    stopped_at = Follower.objects.get(email="jo@example.org").unsubscribed_at
+    for response in (client.get(url), client.post(url)):
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert "You are already unsubscribed" in html
+        assert "Stop emails about this report?" not in html
+        assert '<form method="post"' not in html
+    assert Follower.objects.get(email="jo@example.org").unsubscribed_at == stopped_at
+    assert request_with_followers.history.filter(field="unsubscribed").count() == 1
+    # Someone else on the same request is still asked.
+    other = client.get(unsubscribe_path(request_with_followers, "maria@example.org"))
+    assert "Stop emails about this report?" in other.content.decode()
 
 
 def test_tampered_unsubscribe_link_is_refused(request_with_followers, pothole, client):
@@ -289,7 +380,52 @@ def test_crew_members_are_told_of_an_assignment(pothole, crew):
     sent = notify_crew_assigned(request, crew)
     assert sorted(n.recipient for n in sent) == ["casey@city.example", "robin@city.example"]
     assert all(n.kind == "crew" and request.tracking_number in n.subject for n in sent)
-    assert "http://127.0.0.1:8000/admin/requests_app/servicerequest/" in sent[0].body_text
+
+
+def _crew_link(notification):
+    link = re.search(r"http://127\.0\.0\.1:8000(\S+)$", notification.body_text, re.M).group(1)
+    assert f'href="http://127.0.0.1:8000{link}"' in notification.body_html
+    return link
+
+
+def test_crew_assignment_email_links_crew_members_to_their_own_pages(pothole, crew):
+    """The admin answers a crew member "doesn't exist": their pages are under /crew/."""
+    casey = crew.members.get()
+    request = ServiceRequestFactory(category=pothole, department=pothole.department)
+    request.assign(crew=crew)  # no work order yet: their list of work
+    (email,) = emails(request, kind="crew")
+    link = _crew_link(email)
+    assert link == reverse("crew:my_work")
+    client = Client()
+    client.force_login(casey)
+    assert client.get(link).status_code == 200
+
+    later = ServiceRequestFactory(category=pothole, department=pothole.department)
+    order = WorkOrder.create_for([later], crew=crew)  # assigns the crew through the order
+    (email,) = emails(later, kind="crew")
+    link = _crew_link(email)
+    assert link == reverse("crew:work_order", args=[order.pk])
+    assert client.get(link).status_code == 200
+
+
+def test_crew_assignment_email_keeps_the_admin_link_for_dispatch_and_department_staff(
+    pothole, crew, dispatcher
+):
+    department_member = staff_user("dana", StaffRole.DEPARTMENT_STAFF, pothole.department)
+    crew.members.add(dispatcher, department_member)
+    request = ServiceRequestFactory(category=pothole, department=pothole.department)
+    order = WorkOrder.create_for([request], crew=crew)
+    links = {n.recipient: _crew_link(n) for n in emails(request, kind="crew")}
+    admin_page = reverse("admin:requests_app_servicerequest_change", args=[request.pk])
+    assert links == {
+        "casey@city.example": reverse("crew:work_order", args=[order.pk]),
+        "dispatcher@city.example": admin_page,
+        "dana@city.example": admin_page,
+    }
+    for user in (dispatcher, department_member):
+        client = Client()
+        client.force_login(user)
+        assert client.get(admin_page).status_code == 200
 
 
 def test_department_digest_is_sent_once_per_day(pothole):

@@ -120,7 +120,7 @@ def test_link_flow_signs_in_and_shows_own_and_followed_requests_only(
     for hidden in ("unfollowed", "hidden_followed", "others"):
         assert requests_of_maria[hidden].tracking_number not in html
     # Newest first, and nothing of the other reporter's personal data.
-    numbers = [r.tracking_number for r, _reported in page.context["rows"]]
+    numbers = [row.request.tracking_number for row in page.context["rows"]]
     assert numbers == [requests_of_maria["followed"].tracking_number] + [
         requests_of_maria["own"].tracking_number
     ]
