@@ -53,10 +53,6 @@ def resident_requests(email: str):
     )
 
 
-# The label withdraw_by_reporter writes on its history entry: it has no user to name.
-WITHDRAWN_BY = "Reporter"
-
-
 def withdrawn_by_reporter(request_ids) -> set[int]:
     """Of these requests, the ones off the public pages because their reporter withdrew
     them (the signed link in the receipt), rather than because staff hid them.
@@ -64,7 +60,7 @@ def withdrawn_by_reporter(request_ids) -> set[int]:
     Only the latest change of the request's visibility counts: staff may have shown a
     withdrawn request again, or hidden one after that.
     """
-    from requests_app.models import HistoryEntry
+    from requests_app.models import WITHDRAWN_BY_REPORTER, HistoryEntry
 
     latest = {}
     for request_id, actor_id, actor_label in (
@@ -74,7 +70,7 @@ def withdrawn_by_reporter(request_ids) -> set[int]:
         .order_by("at", "pk")
         .values_list("request_id", "actor_id", "actor_label")
     ):
-        latest[request_id] = actor_id is None and actor_label == WITHDRAWN_BY
+        latest[request_id] = actor_id is None and actor_label == WITHDRAWN_BY_REPORTER
     return {request_id for request_id, withdrawn in latest.items() if withdrawn}
 
 

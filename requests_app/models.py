@@ -392,6 +392,11 @@ class ServiceRequestQuerySet(models.QuerySet):
         return self.order_by("-priority", F("due_at").asc(nulls_last=True), "created_at")
 
 
+# The actor of the history entry withdraw_by_reporter writes: it has no user to name, and
+# "My requests" tells a withdrawal from staff hiding a request by it.
+WITHDRAWN_BY_REPORTER = "Reporter"
+
+
 class ServiceRequest(models.Model):
     tracking_number = models.CharField(_("tracking number"), max_length=12, unique=True)
     category = models.ForeignKey(
@@ -868,7 +873,7 @@ class ServiceRequest(models.Model):
                 return False
             self.record(
                 HistoryEntry.Action.MODERATION,
-                actor="Reporter",
+                actor=WITHDRAWN_BY_REPORTER,
                 field="is_public",
                 old=True,
                 new=False,
