@@ -16,7 +16,10 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext, pgettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import dashboard, exports, service_area
@@ -48,6 +51,52 @@ def _staff_only(roles):
     return decorator
 
 
+def _chart(trend, key, kind):
+    """dashboard.svg_chart labels the weeks with strftime ("Oct 19"), in English whatever
+    the reader's language: give each label its week in the reader's words ("19 oct")."""
+    chart = dashboard.svg_chart(trend, key, kind)
+    # Each label is the next labelled week's strftime text; walking the weeks in step keeps
+    # two years' "Mar 04" apart.
+    weeks = iter(row["week"] for row in trend)
+    for label in chart.labels:
+        week = next((w for w in weeks if w.strftime("%b %d") == label["text"]), None)
+        if week is None:
+            break  # svg_chart changed its format: keep its own labels
+        # Translators: a PHP-style date format (Django's "date" filter) for a week's
+        # Monday under a chart; keep it short.
+        label["text"] = date_format(week, pgettext("week on a chart", "M j"))
+    return chart
+
+
+def _map_text():
+    """Words static/dashboard/dashboard.js shows, in the reader's language. The script fills
+    in %(name)s, and picks a count's form: one or other, which is all English and Spanish
+    have."""
+
+    def forms(translate):
+        return {"one": translate(1), "other": translate(2)}
+
+    # Spelled out per string, since makemessages only finds ngettext() with literal text.
+    requests = forms(lambda n: ngettext("%(count)s request", "%(count)s requests", n))
+    return {
+        "cells": forms(lambda n: ngettext("%(count)s cell", "%(count)s cells", n)),
+        "requests": requests,
+        "asOf": _("as of %(time)s"),
+        "values": {
+            "count": requests,
+            "median_resolution": _("%(value)s h median to resolution"),
+            "overdue": _("%(value)s %% overdue"),
+        },
+        "hours": _("%(value)s h"),
+        "medianResponse": _("Median to first response: %(value)s"),
+        "medianResolution": _("Median to resolution: %(value)s"),
+        "openInAdmin": _("Open these requests in the admin"),
+        "loading": _("Loading…"),
+        "mapUnavailable": _("Map data unavailable."),
+        "detailUnavailable": _("Could not load the details."),
+    }
+
+
 def _filters(request):
     form = DashboardFilterForm(request.GET or None)
     return form, Filters.from_query(request.GET)
@@ -77,8 +126,8 @@ def dashboard_page(request):
             "kpis": dashboard.kpis(requests, filters),
             "breakdowns": breakdowns,
             "trend": trend,
-            "received_chart": dashboard.svg_chart(trend, "received", "bar"),
-            "resolution_chart": dashboard.svg_chart(trend, "median_resolution_hours", "line"),
+            "received_chart": _chart(trend, "received", "bar"),
+            "resolution_chart": _chart(trend, "median_resolution_hours", "line"),
             "hotspots": dashboard.hotspots(requests, filters),
             "admin_url": filters.admin_url(),
             "query": filters.query_string(),
@@ -89,6 +138,11 @@ def dashboard_page(request):
                 "query": filters.query_string(),
                 "grid_url": reverse("dashboard:grid"),
                 "cell_url": reverse("dashboard:cell"),
+                # The script shows times on the city's clock, as the page does, whatever
+                # the browser's, and numbers as the reader writes them.
+                "time_zone": timezone.get_current_timezone_name(),
+                "language": translation.get_language(),
+                "text": _map_text(),
             },
         },
     )
