@@ -57,7 +57,9 @@ from django.db.models import (
 from django.db.models.functions import Floor, Round, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format, number_format
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext
 
 from routing.models import District
 
@@ -1119,16 +1121,17 @@ def svg_chart(rows, key, kind="bar", width=640, height=180) -> Chart:
     for i in range(5):
         value = top * i / 4
         y = base - plot_h * i / 4
-        chart.ticks.append(
-            {"y": round(y, 1), "label": f"{value:.0f}" if top >= 4 else f"{value:.1f}"}
-        )
+        chart.ticks.append({"y": round(y, 1), "label": number_format(value, 0 if top >= 4 else 1)})
     every = max(1, len(rows) // 8)
+    # Translators: a date format (Django's "date" filter) for a week's Monday under a
+    # chart; keep it short.
+    week_format = pgettext("week on a chart", "M j")
     points = []
     for i, (row, value) in enumerate(zip(rows, values, strict=True)):
         x = chart.pad_left + step * i
         if i % every == 0:
             chart.labels.append(
-                {"x": round(x + step / 2, 1), "text": row["week"].strftime("%b %d")}
+                {"x": round(x + step / 2, 1), "text": date_format(row["week"], week_format)}
             )
         if value is None:
             continue

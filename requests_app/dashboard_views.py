@@ -17,9 +17,8 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone, translation
-from django.utils.formats import date_format
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext, pgettext
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import dashboard, exports, service_area
@@ -49,23 +48,6 @@ def _staff_only(roles):
         return wrapped
 
     return decorator
-
-
-def _chart(trend, key, kind):
-    """dashboard.svg_chart labels the weeks with strftime ("Oct 19"), in English whatever
-    the reader's language: give each label its week in the reader's words ("19 oct")."""
-    chart = dashboard.svg_chart(trend, key, kind)
-    # Each label is the next labelled week's strftime text; walking the weeks in step keeps
-    # two years' "Mar 04" apart.
-    weeks = iter(row["week"] for row in trend)
-    for label in chart.labels:
-        week = next((w for w in weeks if w.strftime("%b %d") == label["text"]), None)
-        if week is None:
-            break  # svg_chart changed its format: keep its own labels
-        # Translators: a PHP-style date format (Django's "date" filter) for a week's
-        # Monday under a chart; keep it short.
-        label["text"] = date_format(week, pgettext("week on a chart", "M j"))
-    return chart
 
 
 def _map_text():
@@ -126,8 +108,8 @@ def dashboard_page(request):
             "kpis": dashboard.kpis(requests, filters),
             "breakdowns": breakdowns,
             "trend": trend,
-            "received_chart": _chart(trend, "received", "bar"),
-            "resolution_chart": _chart(trend, "median_resolution_hours", "line"),
+            "received_chart": dashboard.svg_chart(trend, "received", "bar"),
+            "resolution_chart": dashboard.svg_chart(trend, "median_resolution_hours", "line"),
             "hotspots": dashboard.hotspots(requests, filters),
             "admin_url": filters.admin_url(),
             "query": filters.query_string(),
