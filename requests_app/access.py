@@ -71,6 +71,17 @@ def can_edit_requests(user) -> bool:
     }
 
 
+def can_see_dashboard(user) -> bool:
+    """The dashboard, its map and its figures: the whole city's."""
+    return staff_role(user) in {StaffRole.DIRECTOR, StaffRole.DISPATCHER, StaffRole.ADMINISTRATOR}
+
+
+def can_export(user) -> bool:
+    """Exports of requests: the dashboard's roles, and department staff, whose exports
+    (from the admin list) hold their own department's requests (visible_requests)."""
+    return can_see_dashboard(user) or staff_role(user) == StaffRole.DEPARTMENT_STAFF
+
+
 def public_request_or_404(tracking_number):
     try:
         return (

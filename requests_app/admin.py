@@ -22,6 +22,8 @@ from . import dashboard_views, exports, service_area
 from .access import (
     assignable_crews,
     can_edit_requests,
+    can_export,
+    can_see_dashboard,
     staff_role,
     visible_requests,
     visible_work_orders,
@@ -419,15 +421,6 @@ class AssignmentFilter(admin.SimpleListFilter):
         return queryset
 
 
-def may_export(user) -> bool:
-    """Whoever may use the dashboard's exports may export the admin list (the same roles)."""
-    return staff_role(user) in dashboard_views.EXPORT_ROLES
-
-
-def may_see_dashboard(user) -> bool:
-    return staff_role(user) in dashboard_views.DASHBOARD_ROLES
-
-
 def listed_requests(user, query: str):
     """The requests the admin's request list shows `user` for the query string `query` (its
     filters, search and date drill-down), for an export the worker writes later."""
@@ -550,7 +543,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         """The list's "Export these as CSV": exactly its rows for the same query string, in
         the dashboard export's columns and privacy rules; a large one is written by the
         worker like the dashboard's."""
-        if not may_export(request.user):
+        if not can_export(request.user):
             raise Http404
         query = request.GET.copy()
         query.pop(PAGE_VAR, None)  # every page, not the one the list was on
@@ -653,11 +646,11 @@ class ServiceRequestAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         # Links only for those the pages behind them answer.
         tools = {}
-        if may_export(request.user):
+        if can_export(request.user):
             query = request.GET.urlencode()
             export = reverse("admin:requests_app_servicerequest_export")
             tools["export_url"] = f"{export}?{query}" if query else export
-        if may_see_dashboard(request.user):
+        if can_see_dashboard(request.user):
             tools["dashboard_url"] = reverse("dashboard:home")
         return super().changelist_view(request, {**(extra_context or {}), **tools})
 

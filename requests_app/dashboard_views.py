@@ -22,26 +22,25 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import dashboard, exports, service_area
-from .access import staff_role, visible_requests
+from .access import can_export, can_see_dashboard, visible_requests
 from .dashboard import DashboardFilterForm, Filters
 from .export_tasks import export_start
-from .models import ExportJob, StaffRole
+from .models import ExportJob
 
-DASHBOARD_ROLES = {StaffRole.DIRECTOR, StaffRole.DISPATCHER, StaffRole.ADMINISTRATOR}
-# Department staff export their own department's requests from the admin list.
-EXPORT_ROLES = DASHBOARD_ROLES | {StaffRole.DEPARTMENT_STAFF}
 # Above this many rows an export is written by the worker instead of streamed.
 STREAM_MAX_ROWS = 50_000
 # The rollups are refreshed every minute; older figures mean the refresh is not running.
 AS_OF_LATE = timedelta(minutes=3)
 
 
-def _staff_only(roles):
+def _staff_only(may):
+    """Signed-in users for whom `may(user)` (requests_app.access); 404 for the others."""
+
     def decorator(view):
         @login_required
         @wraps(view)
         def wrapped(request, *args, **kwargs):
-            if staff_role(request.user) not in roles:
+            if not may(request.user):
                 raise Http404
             return view(request, *args, **kwargs)
 
@@ -85,7 +84,7 @@ def _filters(request):
 
 
 @require_GET
-@_staff_only(DASHBOARD_ROLES)
+@_staff_only(can_see_dashboard)
 def dashboard_page(request):
     form, filters = _filters(request)
     if not request.GET:
@@ -140,7 +139,7 @@ def _int(request, name, default=None):
 
 
 @require_GET
-@_staff_only(DASHBOARD_ROLES)
+@_staff_only(can_see_dashboard)
 def grid_json(request):
     _form, filters = _filters(request)
     try:
@@ -160,7 +159,7 @@ def grid_json(request):
 
 
 @require_GET
-@_staff_only(DASHBOARD_ROLES)
+@_staff_only(can_see_dashboard)
 def cell_json(request):
     _form, filters = _filters(request)
     try:
@@ -198,13 +197,13 @@ def _export(request, fmt):
 
 
 @require_GET
-@_staff_only(EXPORT_ROLES)
+@_staff_only(can_export)
 def export_csv(request):
     return _export(request, ExportJob.Format.CSV)
 
 
 @require_GET
-@_staff_only(EXPORT_ROLES)
+@_staff_only(can_export)
 def export_geojson(request):
     return _export(request, ExportJob.Format.GEOJSON)
 
@@ -214,7 +213,7 @@ def _own_job(request, pk):
 
 
 @require_GET
-@_staff_only(EXPORT_ROLES)
+@_staff_only(can_export)
 def export_job(request, pk):
     job = _own_job(request, pk)
     percent = None
@@ -235,7 +234,7 @@ def export_job(request, pk):
 
 
 @require_GET
-@_staff_only(EXPORT_ROLES)
+@_staff_only(can_export)
 def export_download(request, pk):
     job = _own_job(request, pk)
     if job.status != ExportJob.Status.DONE or not job.file:
@@ -246,7 +245,7 @@ def export_download(request, pk):
 
 
 @require_http_methods(["GET"])
-@_staff_only(EXPORT_ROLES)
+@_staff_only(can_export)
 def audit_package(request, tracking_number):
     service_request = (
         visible_requests(request.user)
