@@ -2,12 +2,16 @@ from itertools import groupby
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.db.models import prefetch_related_objects
 from django.utils.choices import CallableChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
 from . import service_area
 from .category_cache import active_category
-from .models import ServiceCategory, ServiceRequest
+from .models import ServiceAttribute, ServiceCategory, ServiceRequest
+from .open311 import MAX_DESCRIPTION
+from .open311 import _answer as open311_answer
 from .photos import PhotoRejected, process_photo
 from .tracking import normalize_tracking_number
 
@@ -50,6 +54,87 @@ class ActiveCategoryField(forms.ModelChoiceField):
                 params={"value": value},
             )
         return category
+
+
+# --- A category's own questions (its ServiceAttributes) ---------------------------------------
+
+Datatype = ServiceAttribute.Datatype
+
+# Open311's checks (open311._answer) say what is wrong in English for API clients; a
+# resident is told in their own language.
+ANSWER_PROBLEMS = {
+    Datatype.NUMBER: _("Please give a number, e.g. 3 or 2.5."),
+    Datatype.DATETIME: _("Please give a date and time, e.g. 2026-05-31 14:30."),
+}
+
+
+class DateTimeLocalInput(forms.DateTimeInput):
+    input_type = "datetime-local"
+
+
+def category_questions(category) -> list:
+    """All of `category`'s questions in order, the informational ones (variable=False)
+    included.
+
+    The category comes from the per-process cache (category_cache), and its questions are
+    read once and kept on it, so a report only asks the database about them the first
+    time its category is used after the cache reloads; when the cache loads them with the
+    categories, this asks nothing at all.
+    """
+    prefetch_related_objects([category], "attributes")
+    return list(category.attributes.all())
+
+
+def questions_of_active_categories() -> list:
+    """[(category, questions)] for every active category that has any, in the order of
+    the category list: what the report form shows (all of them, for the resident without
+    JavaScript who may still change the category)."""
+    attributes = (
+        ServiceAttribute.objects.filter(category__is_active=True)
+        .select_related("category")
+        .order_by("category__group", "category__name", "category", "order", "pk")
+    )
+    return [(c, list(qs)) for c, qs in groupby(attributes, key=lambda a: a.category)]
+
+
+def question_field_name(attribute) -> str:
+    # The category's id in the name: every category's questions share the page without
+    # JavaScript, and their codes are only unique within their category.
+    return f"q{attribute.category_id}-{attribute.code}"
+
+
+def question_field(attribute) -> forms.Field:
+    """The form field that asks `attribute`, shaped by its datatype. The answer itself is
+    checked and stored as the Open311 API does (ReportForm.clean_answers)."""
+    options = {
+        "label": attribute.description,
+        "help_text": attribute.datatype_description,
+        "required": attribute.required,
+        "error_messages": {"required": _("Please answer this question.")},
+    }
+    choices = [
+        (str(v["key"]), str(v.get("name") or v["key"]))
+        for v in (attribute.values if isinstance(attribute.values, list) else [])
+        if isinstance(v, dict) and "key" in v
+    ]
+    datatype = attribute.datatype
+    if datatype == Datatype.SINGLE:
+        return forms.ChoiceField(choices=choices, widget=forms.RadioSelect, **options)
+    if datatype == Datatype.MULTI:
+        return forms.MultipleChoiceField(
+            choices=choices, widget=forms.CheckboxSelectMultiple, **options
+        )
+    if datatype == Datatype.NUMBER:
+        # Text with a number pad rather than type=number, which hands the server an empty
+        # value for anything it cannot parse: the resident would lose what they typed.
+        widget = forms.TextInput(attrs={"inputmode": "decimal"})
+        return forms.CharField(max_length=50, widget=widget, **options)
+    if datatype == Datatype.DATETIME:
+        return forms.CharField(max_length=50, widget=DateTimeLocalInput, **options)
+    if datatype == Datatype.TEXT:
+        widget = forms.Textarea(attrs={"rows": 3})
+        return forms.CharField(max_length=MAX_DESCRIPTION, widget=widget, **options)
+    return forms.CharField(max_length=255, **options)
 
 
 class LocationFormMixin:
@@ -112,6 +197,24 @@ class ReportForm(LocationFormMixin, forms.Form):
         self.fields["category"].widget.choices = CallableChoiceIterator(grouped_category_choices)
         self.processed_photos = []
         self.located_by_photo = False
+        # The chosen category's questions are fields of this form, checked with the rest;
+        # the other categories' are only shown (question_groups).
+        self.questions = {}
+        if self.is_bound:
+            for attribute in self._chosen_category_questions():
+                name = question_field_name(attribute)
+                self.fields[name] = question_field(attribute)
+                self.questions[name] = attribute
+        self.answers = {}
+
+    def _chosen_category_questions(self):
+        try:
+            category = active_category(int(self.data.get("category")))
+        except (TypeError, ValueError):
+            return []
+        if category is None:
+            return []
+        return [a for a in category_questions(category) if a.variable]
 
     def clean_photos(self):
         files = self.cleaned_data.get("photos") or []
@@ -154,7 +257,47 @@ class ReportForm(LocationFormMixin, forms.Form):
             self.add_error(
                 "address", _("Please tell us where: type an address or pick the spot on the map.")
             )
+        self.clean_answers(cleaned)
         return cleaned
+
+    @property
+    def filled_the_honeypot(self):
+        return self.has_error(NON_FIELD_ERRORS, "honeypot")
+
+    def clean_answers(self, cleaned):
+        """The answers to the chosen category's questions, checked and written as the
+        Open311 API does (open311._answer), in self.answers: {question: value}."""
+        for name, attribute in self.questions.items():
+            value = cleaned.get(name)
+            values = value if isinstance(value, list) else [value] if value else []
+            if not values:
+                continue
+            try:
+                self.answers[attribute] = open311_answer(attribute, values)
+            except ValueError:
+                self.add_error(
+                    name, ANSWER_PROBLEMS.get(attribute.datatype, _("Please check this answer."))
+                )
+
+    def question_groups(self):
+        """Every active category's questions as the page shows them: [{category, notes,
+        fields}], the fields bound to what was typed. The chosen category's are this
+        form's own, with their errors; the others' only keep what was typed, and are not
+        judged (the resident may have changed the category after typing)."""
+        groups = []
+        for category, attributes in questions_of_active_categories():
+            fields = []
+            for attribute in attributes:
+                if not attribute.variable:
+                    continue
+                name = question_field_name(attribute)
+                if name in self.fields:
+                    fields.append(self[name])
+                else:
+                    fields.append(question_field(attribute).get_bound_field(self, name))
+            notes = [a.description for a in attributes if not a.variable]
+            groups.append({"category": category, "notes": notes, "fields": fields})
+        return groups
 
 
 class FollowForm(forms.Form):

@@ -11,7 +11,15 @@ from civicdesk.celery import enqueue_on_commit
 
 from . import sla
 from .grouping import reporter_follow, request_group_duplicates
-from .models import Channel, HistoryEntry, Photo, ServiceCategory, ServiceRequest
+from .models import (
+    AttributeAnswer,
+    Channel,
+    HistoryEntry,
+    Photo,
+    ServiceAttribute,
+    ServiceCategory,
+    ServiceRequest,
+)
 from .photos import ProcessedPhoto
 
 logger = logging.getLogger(__name__)
@@ -33,6 +41,9 @@ class Intake:
     language: str = "en"
     photos: list[ProcessedPhoto] = field(default_factory=list)
     entered_by: object = None
+    # Answers to the category's questions, already checked: {question: value}, the value a
+    # list for multivaluelist and a string otherwise, as Open311 stores them.
+    answers: dict[ServiceAttribute, object] = field(default_factory=dict)
 
 
 def request_submit(intake: Intake) -> ServiceRequest:
@@ -73,6 +84,11 @@ def request_submit(intake: Intake) -> ServiceRequest:
         )
         for processed in intake.photos:
             photo_attach(request, processed, by=intake.entered_by)
+        if intake.answers:
+            AttributeAnswer.objects.bulk_create(
+                AttributeAnswer(request=request, attribute=attribute, value=value)
+                for attribute, value in intake.answers.items()
+            )
         reporter_follow(request)
 
         from notifications.services import notify_request_received

@@ -2,6 +2,7 @@ import ipaddress
 from datetime import timedelta
 from itertools import groupby
 
+import shapely.geometry
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
@@ -73,6 +74,31 @@ def _map_settings():
             "unavailable": _("Your location is not available. Tap the map or type an address."),
         },
     }
+
+
+def _report_map_settings():
+    """The map settings, and what the report form's map needs to tell a resident at once
+    that a place is outside the area served: the bounds only say so for a box, so a
+    configured polygon comes too. The form checks the position again when it is sent."""
+    report_settings = _map_settings()
+    report_settings["area"] = (
+        shapely.geometry.mapping(service_area._area()[0]) if settings.SERVICE_AREA_GEOJSON else None
+    )
+    city = {"city": settings.CITY_NAME}
+    report_settings["text"].update(
+        outside=_(
+            "That place is outside the area %(city)s serves. Please choose a location "
+            "inside the city."
+        )
+        % city,
+        outsideYou=_(
+            "You seem to be outside the area %(city)s serves. Tap the map where the problem "
+            "is, or type an address."
+        )
+        % city,
+        pinKept=_("The pin stays where it was."),
+    )
+    return report_settings
 
 
 @require_GET
@@ -171,6 +197,7 @@ def _intake(form) -> Intake:
         reporter_phone=data.get("phone", ""),
         language=get_language(),
         photos=form.processed_photos,
+        answers=form.answers,
     )
 
 
@@ -180,17 +207,20 @@ def report(request):
         if "find_address" in request.POST or "pick_address" in request.POST:
             return _address_step(request)
         if "follow" in request.POST:
-            if not _within_rate_limit(request):
-                return _too_many_reports(request, ReportForm(request.POST, request.FILES))
             return _follow(request)
         form = ReportForm(request.POST, request.FILES)
         valid = form.is_valid()
+        # Only a report that would be filed or shown the second step counts against the
+        # per-IP limit: a resident correcting a mistyped email or an unreadable photo has
+        # not reported anything yet. A bot that filled the honeypot is counted all the same.
+        if not (valid or form.filled_the_honeypot):
+            return render(request, "requests_app/report.html", _report_context(form), status=400)
         service_request = step_two = None
         # The attempt is counted in the transaction that files the report: one commit, and
-        # so one wait for the disk, instead of two. Attempts that file nothing (invalid,
-        # refused, shown the second step) commit their count alone. Every submission runs
-        # the same few statements, which the database may keep prepared; the second step's
-        # nearby lookup is left to plans made for its own values.
+        # so one wait for the disk, instead of two. Counted attempts that file nothing
+        # (refused, shown the second step, the honeypot's) commit their count alone. Every
+        # submission runs the same few statements, which the database may keep prepared;
+        # the second step's nearby lookup is left to plans made for its own values.
         with transaction.atomic():
             with statements_prepared():
                 within_limit = _within_rate_limit(request)
@@ -203,7 +233,7 @@ def report(request):
             return _too_many_reports(request, form)
         if step_two is not None:
             return render(request, "requests_app/report.html", step_two)
-        if service_request is None:
+        if service_request is None:  # the honeypot
             return render(request, "requests_app/report.html", _report_context(form), status=400)
         response = redirect("requests_app:confirmation", service_request.tracking_number)
         # A signed cookie rather than the session: an anonymous resident needs no
@@ -242,7 +272,7 @@ def _address_step(request):
     picking one puts its position on the form. Nothing is filed, so the report's own fields
     are not judged yet: an unbound form keeps what was typed, without errors."""
     skip = {"website", "csrfmiddlewaretoken", "find_address", "pick_address", "file_anyway"}
-    values = {k: v for k, v in request.POST.items() if k not in skip}
+    values = {k: v for k, v in _typed(request).items() if k not in skip}
     picked = place_get(request.POST.get("pick_address", ""))
     matches = None
     if picked is not None:
@@ -258,10 +288,19 @@ def _address_step(request):
     return render(request, "requests_app/report.html", context)
 
 
+def _typed(request) -> dict:
+    """What was typed into the report form, as initial values for showing it again
+    unjudged; a question answered with several checkboxes keeps all of them."""
+    return {k: v if len(v) > 1 else v[0] for k, v in request.POST.lists()}
+
+
 def _follow(request):
     """ "This is my problem — follow it": subscribe the resident, file nothing."""
     follow = FollowForm(request.POST)
     if follow.is_valid():
+        # Counted like a report, but only once it would subscribe someone.
+        if not _within_rate_limit(request):
+            return _too_many_reports(request, ReportForm(request.POST, request.FILES))
         followed, _follower = grouping.request_follow(
             follow.cleaned_data["follow"], follow.cleaned_data["email"], get_language()
         )
@@ -276,7 +315,7 @@ def _follow(request):
         return redirect("requests_app:status", followed.tracking_number)
     # Show the step again with the reason. Only following was asked for, so the report's
     # own fields are not judged yet: an unbound form keeps what was typed, without errors.
-    form = ReportForm(initial={k: v for k, v in request.POST.items() if k != "website"})
+    form = ReportForm(initial={k: v for k, v in _typed(request).items() if k != "website"})
     where = NearbyQueryForm(request.POST)
     nearby = []
     if where.is_valid():
@@ -369,7 +408,7 @@ def _report_context(
 ):
     return {
         "form": form,
-        "map_settings": _map_settings(),
+        "map_settings": _report_map_settings(),
         # The no-JS address step: None when no search was made, else the matches.
         "address_matches": address_matches,
         "address_picked": address_picked,

@@ -544,10 +544,93 @@ def test_a_refused_report_is_still_counted(client, pothole, settings):
     settings.REPORTS_PER_IP_PER_HOUR = 1
     post_report(client, pothole)
     assert post_report(client, pothole).status_code == 429
-    assert post_report(client, pothole, description="").status_code == 429
 
-    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 3
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 2
     assert ServiceRequest.objects.count() == 1
+
+
+def test_a_report_with_mistakes_is_not_counted_but_shown_with_its_errors(client, pothole, settings):
+    settings.REPORTS_PER_IP_PER_HOUR = 1
+    post_report(client, pothole)
+
+    response = post_report(client, pothole, description="")
+
+    # Nothing would have been filed, so the limit has nothing to say about it yet.
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 1
+
+
+def test_a_resident_who_corrects_mistakes_is_not_blocked_by_the_limit(client, pothole, settings):
+    # As QA found it: one report, one follow, then eight attempts with mistakes.
+    settings.REPORTS_PER_IP_PER_HOUR = 10
+    assert post_report(client, pothole).status_code == 302
+    followed = ServiceRequest.objects.get()
+    response = client.post(
+        REPORT_URL,
+        report_data(pothole, follow=followed.tracking_number, email="ana@example.org"),
+    )
+    assert response.status_code == 302
+    not_an_image = upload("notes.jpg", data=b"not a picture")
+    mistakes = [
+        {"address": ""},
+        {"email": "maria at example.org"},
+        {"description": ""},
+        {"category": ""},
+        {"lat": str(OUTSIDE[0]), "lng": str(OUTSIDE[1])},
+        {"email": "not-an-email"},
+        {"lat": "1e400", "lng": "0"},
+        {"address": ""},
+    ]
+    for overrides in mistakes:
+        assert post_report(client, pothole, **overrides).status_code == 400, overrides
+    assert post_report(client, pothole, photos=[not_an_image]).status_code == 400
+
+    assert post_report(client, pothole).status_code == 302
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 3
+    assert ServiceRequest.objects.count() == 2
+
+
+def test_a_follow_that_fails_is_not_counted(client, pothole, settings):
+    settings.REPORTS_PER_IP_PER_HOUR = 1
+    followed = ServiceRequestFactory(category=pothole)
+
+    without_email = client.post(
+        REPORT_URL, report_data(pothole, follow=followed.tracking_number, email="")
+    )
+    assert without_email.status_code == 400
+    assert not IntakeThrottle.objects.exists()
+
+    with_email = client.post(REPORT_URL, report_data(pothole, follow=followed.tracking_number))
+    assert with_email.status_code == 302
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 1
+    assert post_report(client, pothole).status_code == 429
+
+
+def test_a_filled_honeypot_still_counts_against_the_limit(client, pothole, settings):
+    settings.REPORTS_PER_IP_PER_HOUR = 2
+
+    statuses = [
+        post_report(client, pothole, website="http://spam.example").status_code for _ in range(3)
+    ]
+
+    assert statuses == [400, 400, 429]
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 3
+    assert not ServiceRequest.objects.exists()
+
+
+def test_the_second_step_counts_as_an_attempt(client, pothole, settings):
+    # The "already reported nearby?" step files nothing, but the report was complete.
+    ServiceRequestFactory(category=pothole)
+    settings.REPORTS_PER_IP_PER_HOUR = 10
+
+    response = post_report(
+        client, pothole, lat=f"{CITY_CENTER[0]:.6f}", lng=f"{CITY_CENTER[1]:.6f}"
+    )
+
+    assert response.status_code == 200
+    assert "Is it already reported?" in response.content.decode()
+    assert IntakeThrottle.objects.get(key="report:127.0.0.1").hits == 1
 
 
 @pytest.mark.django_db

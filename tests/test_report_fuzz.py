@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from requests_app.models import Photo, ServiceRequest
+from requests_app.models import Photo, ServiceAttribute, ServiceRequest
 
 from .conftest import upload
 from .photos import make_image
@@ -116,6 +116,57 @@ def test_report_form_answers_anything_with_a_request_or_its_errors(client, potho
 
     post()
     # Both answers were reached, so neither assertion above was vacuous.
+    assert outcomes[302] and outcomes[400], outcomes
+
+
+def test_answers_to_a_categorys_questions_answer_anything_with_a_request_or_their_errors(
+    client, pothole, settings
+):
+    """The category's own questions, of every datatype, answered with anything."""
+    settings.REPORTS_PER_IP_PER_HOUR = 10**9
+    Datatype = ServiceAttribute.Datatype
+    choices = [{"key": "small", "name": "Small"}, {"key": "large", "name": "Large"}]
+    names = []
+    for order, datatype in enumerate(Datatype, 1):
+        ServiceAttribute.objects.create(
+            category=pothole,
+            code=datatype.value,
+            description=f"A {datatype.label} question",
+            datatype=datatype,
+            required=datatype == Datatype.SINGLE,
+            order=order,
+            values=choices if datatype in (Datatype.SINGLE, Datatype.MULTI) else [],
+        )
+        names.append(f"q{pothole.pk}-{datatype.value}")
+    answers = st.one_of(
+        TEXT, NUMBERS, st.sampled_from(["small", "large", "2026-01-02T08:00", "12.5", "1e3"])
+    )
+    outcomes = Counter()
+
+    @hypothesis_settings(
+        max_examples=100,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(given_answers=st.dictionaries(st.sampled_from(names), st.lists(answers, max_size=3)))
+    def post(given_answers):
+        sound = {f"q{pothole.pk}-{Datatype.SINGLE.value}": "small"}
+        data = {"category": str(pothole.pk), **VALID, "file_anyway": "1"}
+        data.update({**sound, **given_answers})
+        filed = ServiceRequest.objects.count()
+        response = client.post(reverse("requests_app:report"), data)
+        outcomes[response.status_code] += 1
+        if response.status_code == 302:
+            request = ServiceRequest.objects.latest("pk")
+            for answer in request.answers.all():
+                assert answer.value not in ("", [], None)
+        else:
+            assert response.status_code == 400, (response.status_code, data)
+            assert 'class="field-errors"' in response.content.decode(), data
+            assert ServiceRequest.objects.count() == filed
+
+    post()
     assert outcomes[302] and outcomes[400], outcomes
 
 

@@ -15,7 +15,11 @@
     openRequests: "open requests",
     pinPlaced: "Pin placed at",
     finding: "Finding your location…",
-    unavailable: "Your location is not available. Tap the map or type an address."
+    unavailable: "Your location is not available. Tap the map or type an address.",
+    // The report form's (views._report_map_settings).
+    outside: "That place is outside the area we serve.",
+    outsideYou: "You seem to be outside the area we serve. Tap the map or type an address.",
+    pinKept: "The pin stays where it was."
   };
   var translated = (readJSON("map-settings") || {}).text;
   if (translated) Object.keys(TEXT).forEach(function (key) {
@@ -30,6 +34,34 @@
   function fitServiceArea(map) {
     var settings = readJSON("map-settings");
     if (settings && settings.bounds) map.fitBounds(settings.bounds, NOW);
+  }
+
+  // Whether a place is inside the area the city serves: within the bounds and, when the
+  // page gives the area's polygon, inside it. Only to tell the resident at once; the
+  // server checks the position again when the form is sent.
+  function inServiceArea(lat, lng) {
+    var settings = readJSON("map-settings") || {};
+    var bounds = settings.bounds;
+    if (bounds && (lat < bounds[0][0] || lat > bounds[1][0] ||
+                   lng < bounds[0][1] || lng > bounds[1][1])) return false;
+    var area = settings.area;
+    var polygons = !area ? null
+      : area.type === "Polygon" ? [area.coordinates]
+      : area.type === "MultiPolygon" ? area.coordinates : null;
+    if (!polygons) return true;
+    return polygons.some(function (rings) { return insideRings(rings, lng, lat); });
+  }
+
+  // The even-odd rule over a polygon's outer ring and its holes (GeoJSON: [lng, lat]).
+  function insideRings(rings, x, y) {
+    var inside = false;
+    rings.forEach(function (ring) {
+      for (var i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+        var xi = ring[i][0], yi = ring[i][1], xj = ring[j][0], yj = ring[j][1];
+        if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) inside = !inside;
+      }
+    });
+    return inside;
   }
 
   window.civicdeskHomeMap = function (map) {
@@ -88,9 +120,33 @@
     var locateButton = document.getElementById("use-my-location");
     var pin = null;
 
+    function say(message, isError) {
+      statusText.textContent = message;
+      statusText.classList.toggle("location-status-error", Boolean(isError));
+    }
+
+    // A place outside the area served gets no pin: one that was placed before stays (a
+    // dragged pin goes back to it), and the resident is told at once, not after sending.
+    function refuse(source) {
+      var message = source === "device" ? TEXT.outsideYou : TEXT.outside;
+      if (pin && latInput.value && lngInput.value) {
+        pin.setLatLng([parseFloat(latInput.value), parseFloat(lngInput.value)]);
+        message += " " + TEXT.pinKept;
+      } else {
+        latInput.value = "";
+        lngInput.value = "";
+      }
+      say(message, true);
+    }
+
     // `source` says who placed the pin ("map", "device", "search", "initial"): address.js
     // fills in the address at the pin except after a search, which filled it already.
+    // False when the place is outside the area served and no pin was placed there.
     function place(lat, lng, zoom, options, source) {
+      if (!inServiceArea(lat, lng)) {
+        refuse(source);
+        return false;
+      }
       latInput.value = lat.toFixed(6);
       lngInput.value = lng.toFixed(6);
       if (pin) pin.setLatLng([lat, lng]);
@@ -102,15 +158,16 @@
         });
       }
       if (zoom) map.setView([lat, lng], zoom, options);
-      statusText.textContent = TEXT.pinPlaced + " " + lat.toFixed(5) + ", " + lng.toFixed(5);
+      say(TEXT.pinPlaced + " " + lat.toFixed(5) + ", " + lng.toFixed(5));
       document.dispatchEvent(new CustomEvent("civicdesk:location", {
         detail: { lat: lat, lng: lng, source: source || "map" }
       }));
+      return true;
     }
 
-    if (latInput.value && lngInput.value) {
-      place(parseFloat(latInput.value), parseFloat(lngInput.value), 17, NOW, "initial");
-    } else {
+    var initialLat = parseFloat(latInput.value), initialLng = parseFloat(lngInput.value);
+    if (!(isFinite(initialLat) && isFinite(initialLng) &&
+          place(initialLat, initialLng, 17, NOW, "initial"))) {
       fitServiceArea(map);
     }
     map.on("click", function (event) { place(event.latlng.lat, event.latlng.lng, null, null, "map"); });
@@ -122,12 +179,12 @@
     if (navigator.geolocation && locateButton) {
       locateButton.hidden = false;
       locateButton.addEventListener("click", function () {
-        statusText.textContent = TEXT.finding;
+        say(TEXT.finding);
         navigator.geolocation.getCurrentPosition(
           function (position) {
             place(position.coords.latitude, position.coords.longitude, 17, null, "device");
           },
-          function () { statusText.textContent = TEXT.unavailable; },
+          function () { say(TEXT.unavailable); },
           { enableHighAccuracy: true, timeout: 10000 }
         );
       });
