@@ -417,10 +417,12 @@ def signin_link_send(email: str, language: str, now: datetime | None = None):
 # --- Staff ----------------------------------------------------------------------------
 
 
-def _staff_url(request) -> str:
-    if request.work_order_id:
-        return absolute_url(reverse("crew:work_order", args=[request.work_order_id]))
+def _admin_url(request) -> str:
     return absolute_url(reverse("admin:requests_app_servicerequest_change", args=[request.pk]))
+
+
+def _staff_url(request) -> str:
+    return _crew_url(request) if request.work_order_id else _admin_url(request)
 
 
 def _crew_url(request) -> str:
@@ -437,7 +439,7 @@ def crew_member_url(request, member) -> str:
     from requests_app.access import visible_requests
 
     if visible_requests(member).filter(pk=request.pk).exists():
-        return absolute_url(reverse("admin:requests_app_servicerequest_change", args=[request.pk]))
+        return _admin_url(request)
     return _crew_url(request)
 
 
