@@ -500,6 +500,7 @@ class ServiceRequestAdmin(admin.ModelAdmin):
         "tracking_number",
         "category",
         "description",
+        "answers",
         "public_view",
         "address",
         "location",
@@ -630,6 +631,20 @@ class ServiceRequestAdmin(admin.ModelAdmin):
             obj.lat,
             obj.lng,
             _("open map"),
+        )
+
+    @admin.display(description=_("Answers"))
+    def answers(self, obj):
+        """The reporter's answers to the category's questions, from the portal or Open311,
+        in the questions' order, with choices by name: one query however many there are."""
+        given = obj.answers.select_related("attribute").order_by("attribute__order", "attribute_id")
+        return (
+            format_html_join(
+                "",
+                "<p><strong>{}</strong><br>{}</p>",
+                ((a.attribute.description, a.attribute.answer_text(a.value)) for a in given),
+            )
+            or "—"
         )
 
     @admin.display(description=_("Records"))

@@ -3,7 +3,6 @@ from itertools import groupby
 from django import forms
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS
-from django.db.models import prefetch_related_objects
 from django.utils.choices import CallableChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
@@ -11,7 +10,6 @@ from . import service_area
 from .category_cache import active_category
 from .models import ServiceAttribute, ServiceCategory, ServiceRequest
 from .open311 import MAX_DESCRIPTION
-from .open311 import _answer as open311_answer
 from .photos import PhotoRejected, process_photo
 from .tracking import normalize_tracking_number
 
@@ -60,8 +58,8 @@ class ActiveCategoryField(forms.ModelChoiceField):
 
 Datatype = ServiceAttribute.Datatype
 
-# Open311's checks (open311._answer) say what is wrong in English for API clients; a
-# resident is told in their own language.
+# The checks Open311 shares (ServiceAttribute.answer_value) say what is wrong in English,
+# for API clients; a resident is told in their own language.
 ANSWER_PROBLEMS = {
     Datatype.NUMBER: _("Please give a number, e.g. 3 or 2.5."),
     Datatype.DATETIME: _("Please give a date and time, e.g. 2026-05-31 14:30."),
@@ -70,19 +68,6 @@ ANSWER_PROBLEMS = {
 
 class DateTimeLocalInput(forms.DateTimeInput):
     input_type = "datetime-local"
-
-
-def category_questions(category) -> list:
-    """All of `category`'s questions in order, the informational ones (variable=False)
-    included.
-
-    The category comes from the per-process cache (category_cache), and its questions are
-    read once and kept on it, so a report only asks the database about them the first
-    time its category is used after the cache reloads; when the cache loads them with the
-    categories, this asks nothing at all.
-    """
-    prefetch_related_objects([category], "attributes")
-    return list(category.attributes.all())
 
 
 def questions_of_active_categories() -> list:
@@ -214,7 +199,8 @@ class ReportForm(LocationFormMixin, forms.Form):
             return []
         if category is None:
             return []
-        return [a for a in category_questions(category) if a.variable]
+        # Loaded with the category by the per-process cache: asking them costs no query.
+        return [a for a in category.attributes.all() if a.variable]
 
     def clean_photos(self):
         files = self.cleaned_data.get("photos") or []
@@ -266,14 +252,15 @@ class ReportForm(LocationFormMixin, forms.Form):
 
     def clean_answers(self, cleaned):
         """The answers to the chosen category's questions, checked and written as the
-        Open311 API does (open311._answer), in self.answers: {question: value}."""
+        Open311 API does (ServiceAttribute.answer_value), in self.answers: {question:
+        value}."""
         for name, attribute in self.questions.items():
             value = cleaned.get(name)
             values = value if isinstance(value, list) else [value] if value else []
             if not values:
                 continue
             try:
-                self.answers[attribute] = open311_answer(attribute, values)
+                self.answers[attribute] = attribute.answer_value(values)
             except ValueError:
                 self.add_error(
                     name, ANSWER_PROBLEMS.get(attribute.datatype, _("Please check this answer."))

@@ -981,6 +981,68 @@ class ServiceAttribute(models.Model):
     def __str__(self):
         return f"{self.category}: {self.description}"
 
+    def answer_value(self, values: list[str]):
+        """What is stored for the reporter's answer `values` (each as typed): the chosen
+        keys of a multivaluelist, in order and without repeats; otherwise the one value,
+        trimmed, a date-time rewritten as a W3C one on the city's clock. Raises ValueError
+        saying, in English for API clients, what is wrong with it."""
+        from decimal import InvalidOperation
+
+        # Imported here: open311 imports this module. Its date-time reading is the one the
+        # API applies to every date-time it is given.
+        from .open311 import MAX_DESCRIPTION, Open311Error, parse_datetime, w3c
+
+        Datatype = self.Datatype
+        if any("\x00" in v for v in values):
+            raise ValueError("must not contain null characters.")
+        values = [v.strip() for v in values]
+        if self.datatype == Datatype.MULTI:
+            keys = self.choice_names().keys()
+            unknown = [v for v in values if v not in keys]
+            if unknown:
+                raise ValueError(f"has no choice {unknown[0]!r}.")
+            return list(dict.fromkeys(values))
+        if len(values) > 1:
+            raise ValueError("takes one value.")
+        value = values[0]
+        if self.datatype == Datatype.SINGLE:
+            if value not in self.choice_names():
+                raise ValueError(f"has no choice {value!r}.")
+        elif self.datatype == Datatype.NUMBER:
+            try:
+                if not Decimal(value).is_finite():
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise ValueError("must be a number.") from None
+        elif self.datatype == Datatype.DATETIME:
+            try:
+                value = w3c(parse_datetime(value, "it"))
+            except Open311Error:
+                raise ValueError("must be a W3C date-time.") from None
+        limit = 255 if self.datatype == Datatype.STRING else MAX_DESCRIPTION
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters long.")
+        return value
+
+    def choice_names(self) -> dict[str, str]:
+        """{key: name} of a list question's choices (the key where a choice has no name)."""
+        choices = self.values if isinstance(self.values, list) else []
+        return {
+            str(c.get("key")): str(c.get("name") or c.get("key"))
+            for c in choices
+            if isinstance(c, dict)
+        }
+
+    def answer_text(self, value) -> str:
+        """A stored answer as staff read it: choices by their names, all of a multivaluelist's
+        in the order chosen."""
+        if self.datatype not in (self.Datatype.SINGLE, self.Datatype.MULTI):
+            return str(value)
+        names = self.choice_names()
+        keys = value if isinstance(value, list) else [value]
+        # A choice removed since the answer was given still shows, by its key.
+        return ", ".join(names.get(str(key), str(key)) for key in keys)
+
 
 class AttributeAnswer(models.Model):
     request = models.ForeignKey(ServiceRequest, on_delete=models.PROTECT, related_name="answers")

@@ -26,7 +26,6 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
 from functools import wraps
 
 from django.conf import settings
@@ -969,47 +968,12 @@ def _answers(category, data) -> dict:
                 errors.append(f"attribute[{attribute.code}] is required: {attribute.description}")
             continue
         try:
-            answers[attribute] = _answer(attribute, values)
+            answers[attribute] = attribute.answer_value(values)
         except ValueError as problem:
             errors.append(f"attribute[{attribute.code}] {problem}")
     if errors:
         raise Open311Error(400, *errors)
     return answers
-
-
-def _answer(attribute, values):
-    Datatype = ServiceAttribute.Datatype
-    if any("\x00" in v for v in values):
-        raise ValueError("must not contain null characters.")
-    values = [v.strip() for v in values]
-    if attribute.datatype == Datatype.MULTI:
-        keys = {str(v.get("key")) for v in attribute.values if isinstance(v, dict)}
-        unknown = [v for v in values if v not in keys]
-        if unknown:
-            raise ValueError(f"has no choice {unknown[0]!r}.")
-        return list(dict.fromkeys(values))
-    if len(values) > 1:
-        raise ValueError("takes one value.")
-    value = values[0]
-    if attribute.datatype == Datatype.SINGLE:
-        keys = {str(v.get("key")) for v in attribute.values if isinstance(v, dict)}
-        if value not in keys:
-            raise ValueError(f"has no choice {value!r}.")
-    elif attribute.datatype == Datatype.NUMBER:
-        try:
-            if not Decimal(value).is_finite():
-                raise InvalidOperation
-        except InvalidOperation:
-            raise ValueError("must be a number.") from None
-    elif attribute.datatype == Datatype.DATETIME:
-        try:
-            value = w3c(parse_datetime(value, "it"))
-        except Open311Error:
-            raise ValueError("must be a W3C date-time.") from None
-    limit = 255 if attribute.datatype == Datatype.STRING else MAX_DESCRIPTION
-    if len(value) > limit:
-        raise ValueError(f"must be at most {limit} characters long.")
-    return value
 
 
 # --- mySociety's service request updates -----------------------------------------------------

@@ -340,6 +340,29 @@ def test_wrong_answers_do_not_count_against_the_limit(client, pothole, questions
     assert IntakeThrottle.objects.get().hits == 1
 
 
+def test_a_question_staff_add_or_remove_is_asked_or_dropped_on_the_next_report(
+    client, pothole, questions
+):
+    data = {**answered(pothole, questions), "file_anyway": "1"}
+    assert client.post(REPORT_URL, data).status_code == 302  # the category is now cached
+
+    lanes = ServiceAttribute.objects.create(
+        category=pothole,
+        code="lanes",
+        datatype=Datatype.STRING,
+        description="Which lane is it in?",
+        order=8,
+        required=True,
+    )
+    refused = client.post(REPORT_URL, data)
+    assert refused.status_code == 400
+    assert refused.context["form"].errors == {name(lanes): ["Please answer this question."]}
+
+    lanes.delete()
+    assert client.post(REPORT_URL, data).status_code == 302
+    assert ServiceRequest.objects.count() == 2
+
+
 # --- What it costs ---------------------------------------------------------------------------
 
 
