@@ -30,8 +30,8 @@ def grouped_category_choices():
     """Categories in <optgroup>s by their group, as residents look for them."""
     categories = ServiceCategory.objects.active().order_by("group", "name")
     choices = [("", _("Choose what the problem is"))]
-    for group, members in groupby(categories, key=lambda c: c.group):
-        choices.append((group, [(c.pk, c.name) for c in members]))
+    for group, members in groupby(categories, key=lambda c: c.display_group):
+        choices.append((group, [(c.pk, c.display_name) for c in members]))
     return choices
 
 

@@ -82,7 +82,9 @@ CANDIDATE_FIELDS = (
     "duplicate_of",
     "created_at",
     "category__name",
+    "category__name_es",
     "category__group",
+    "category__group_es",
 )
 
 

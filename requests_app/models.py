@@ -8,6 +8,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from . import moderation
@@ -15,8 +16,25 @@ from .compiled import CompiledQuery, insert_new
 from .tracking import new_tracking_number
 
 
+def in_language(obj, field: str) -> str:
+    """`field` of `obj` in the active language: its `<field>_<language>` column when the
+    city filled it in (e.g. name_es), else the field itself, which is in English.
+
+    Names residents read (categories, their groups, departments) have one such column for
+    each language the site offers besides English.
+    """
+    language = (get_language() or settings.LANGUAGE_CODE).split("-")[0]
+    return getattr(obj, f"{field}_{language}", "") or getattr(obj, field)
+
+
+TRANSLATION_HELP = _("As residents who chose Spanish read it; left empty, they read the English.")
+
+
 class Department(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
+    name_es = models.CharField(
+        _("name in Spanish"), max_length=100, blank=True, help_text=TRANSLATION_HELP
+    )
     slug = models.SlugField(unique=True)
     email = models.EmailField(_("team email"), blank=True)
     supervisor = models.ForeignKey(
@@ -36,7 +54,11 @@ class Department(models.Model):
         verbose_name_plural = _("departments")
 
     def __str__(self):
-        return self.name
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return in_language(self, "name")
 
 
 class Crew(models.Model):
@@ -201,7 +223,13 @@ class ServiceCategoryQuerySet(models.QuerySet):
 class ServiceCategory(models.Model):
     code = models.SlugField(_("code"), max_length=50, unique=True)
     name = models.CharField(_("name"), max_length=100)
+    name_es = models.CharField(
+        _("name in Spanish"), max_length=100, blank=True, help_text=TRANSLATION_HELP
+    )
     group = models.CharField(_("group"), max_length=100)
+    group_es = models.CharField(
+        _("group in Spanish"), max_length=100, blank=True, help_text=TRANSLATION_HELP
+    )
     description = models.TextField(_("description"), blank=True)
     department = models.ForeignKey(
         Department,
@@ -261,7 +289,15 @@ class ServiceCategory(models.Model):
         verbose_name_plural = _("service categories")
 
     def __str__(self):
-        return self.name
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return in_language(self, "name")
+
+    @property
+    def display_group(self) -> str:
+        return in_language(self, "group")
 
     @property
     def sla(self) -> timedelta:

@@ -109,7 +109,9 @@ def home(request):
         request,
         "requests_app/home.html",
         {
-            "category_groups": [(g, list(cs)) for g, cs in groupby(categories, lambda c: c.group)],
+            "category_groups": [
+                (g, list(cs)) for g, cs in groupby(categories, lambda c: c.display_group)
+            ],
             "lookup_form": TrackingLookupForm(),
             "service_notices": current_notices,
             "map_cells": _open_request_cells(),
@@ -348,7 +350,7 @@ def _nearby_rows(nearby):
         {
             "tracking_number": n.request.tracking_number,
             "url": n.request.get_absolute_url(),
-            "category": n.request.category.name,
+            "category": n.request.category.display_name,
             "status": n.request.status,
             "status_label": str(n.request.get_status_display()),
             "distance_m": round(n.distance_m),
@@ -472,8 +474,11 @@ _STATUS_PAGE_REQUEST = CompiledQuery(
             "public_description_override",
             "description_approved",
             "category__name",
+            "category__name_es",
             "category__group",
+            "category__group_es",
             "department__name",
+            "department__name_es",
         )
         .annotate(
             any_public_photos=Exists(

@@ -94,6 +94,48 @@ DEPARTMENTS = {
     "code": "Code Enforcement",
 }
 
+# Spanish names of the demo city's departments, groups and categories (the city enters its
+# own in the admin).
+DEPARTMENTS_ES = {
+    "streets": "Calles",
+    "water": "Agua",
+    "parks": "Parques",
+    "sanitation": "Limpieza",
+    "traffic": "Tráfico",
+    "code": "Inspección de normas",
+}
+GROUPS_ES = {
+    "Streets and sidewalks": "Calles y aceras",
+    "Lights and signals": "Alumbrado y señales",
+    "Trees and parks": "Árboles y parques",
+    "Trash and recycling": "Basura y reciclaje",
+    "Water and sewer": "Agua y alcantarillado",
+    "Neighbourhood": "Barrio",
+}
+CATEGORIES_ES = {
+    "pothole": "Bache",
+    "sidewalk": "Acera dañada",
+    "street-cleaning": "Limpieza de calles",
+    "snow-ice": "Nieve o hielo en la calle",
+    "streetlight": "Farola apagada",
+    "traffic-signal": "Problema con un semáforo",
+    "sign-damaged": "Señal dañada o que falta",
+    "tree-down": "Árbol caído",
+    "tree-trim": "Árbol que necesita poda",
+    "park-maintenance": "Mantenimiento de parques",
+    "missed-trash": "Basura no recogida",
+    "missed-recycling": "Reciclaje no recogido",
+    "illegal-dumping": "Vertido ilegal",
+    "graffiti": "Grafiti",
+    "water-leak": "Fuga de agua",
+    "hydrant": "Problema con un hidrante",
+    "sewer-backup": "Atasco u olor de alcantarilla",
+    "catch-basin": "Sumidero atascado",
+    "abandoned-vehicle": "Vehículo abandonado",
+    "overgrown-lot": "Solar abandonado con maleza",
+    "noise": "Ruido de obras fuera de horario",
+}
+
 # code, name, group, department, SLA hours, priority, keywords, sample descriptions
 CATEGORIES = [
     (
@@ -381,8 +423,14 @@ class Command(BaseCommand):
     def handle(self, *args, requests, seed, **options):
         rng = random.Random(seed)
         departments = {
-            slug: Department.objects.get_or_create(
-                slug=slug, defaults={"name": name, "email": f"{slug}@city.example"}
+            slug: Department.objects.update_or_create(
+                slug=slug,
+                defaults={"name_es": DEPARTMENTS_ES[slug]},
+                create_defaults={
+                    "name": name,
+                    "name_es": DEPARTMENTS_ES[slug],
+                    "email": f"{slug}@city.example",
+                },
             )[0]
             for slug, name in DEPARTMENTS.items()
         }
@@ -392,7 +440,9 @@ class Command(BaseCommand):
                 code=code,
                 defaults={
                     "name": name,
+                    "name_es": CATEGORIES_ES[code],
                     "group": group,
+                    "group_es": GROUPS_ES[group],
                     "department": departments[dept],
                     "sla_hours": hours,
                     "default_priority": priority,
