@@ -92,16 +92,12 @@ def question_field(attribute) -> forms.Field:
     """The form field that asks `attribute`, shaped by its datatype. The answer itself is
     checked and stored as the Open311 API does (ReportForm.clean_answers)."""
     options = {
-        "label": attribute.description,
-        "help_text": attribute.datatype_description,
+        "label": attribute.display_question,
+        "help_text": attribute.display_hint,
         "required": attribute.required,
         "error_messages": {"required": _("Please answer this question.")},
     }
-    choices = [
-        (str(v["key"]), str(v.get("name") or v["key"]))
-        for v in (attribute.values if isinstance(attribute.values, list) else [])
-        if isinstance(v, dict) and "key" in v
-    ]
+    choices = attribute.display_choices()
     datatype = attribute.datatype
     if datatype == Datatype.SINGLE:
         return forms.ChoiceField(choices=choices, widget=forms.RadioSelect, **options)
@@ -282,7 +278,7 @@ class ReportForm(LocationFormMixin, forms.Form):
                     fields.append(self[name])
                 else:
                     fields.append(question_field(attribute).get_bound_field(self, name))
-            notes = [a.description for a in attributes if not a.variable]
+            notes = [a.display_question for a in attributes if not a.variable]
             groups.append({"category": category, "notes": notes, "fields": fields})
         return groups
 

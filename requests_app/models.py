@@ -16,15 +16,19 @@ from .compiled import CompiledQuery, insert_new
 from .tracking import new_tracking_number
 
 
+def _language() -> str:
+    return (get_language() or settings.LANGUAGE_CODE).split("-")[0]
+
+
 def in_language(obj, field: str) -> str:
     """`field` of `obj` in the active language: its `<field>_<language>` column when the
     city filled it in (e.g. name_es), else the field itself, which is in English.
 
-    Names residents read (categories, their groups, departments) have one such column for
-    each language the site offers besides English.
+    What residents read of the city's own set-up (categories, their groups, departments,
+    the categories' questions) has one such column for each language the site offers
+    besides English.
     """
-    language = (get_language() or settings.LANGUAGE_CODE).split("-")[0]
-    return getattr(obj, f"{field}_{language}", "") or getattr(obj, field)
+    return getattr(obj, f"{field}_{_language()}", "") or getattr(obj, field)
 
 
 TRANSLATION_HELP = _("As residents who chose Spanish read it; left empty, they read the English.")
@@ -994,8 +998,14 @@ class ServiceAttribute(models.Model):
     )
     code = models.SlugField(_("code"), max_length=50)
     description = models.CharField(_("question"), max_length=300)
+    description_es = models.CharField(
+        _("question in Spanish"), max_length=300, blank=True, help_text=TRANSLATION_HELP
+    )
     datatype = models.CharField(_("answer type"), max_length=16, choices=Datatype.choices)
     datatype_description = models.CharField(_("answer hint"), max_length=200, blank=True)
+    datatype_description_es = models.CharField(
+        _("answer hint in Spanish"), max_length=200, blank=True, help_text=TRANSLATION_HELP
+    )
     required = models.BooleanField(_("required"), default=False)
     variable = models.BooleanField(
         _("asks the reporter"),
@@ -1003,7 +1013,8 @@ class ServiceAttribute(models.Model):
         help_text=_("Off for informational text that needs no answer."),
     )
     order = models.PositiveSmallIntegerField(_("order"), default=1)
-    # [{"key": "small", "name": "Smaller than a plate"}, ...] for the list datatypes.
+    # [{"key": "small", "name": "Smaller than a plate", "name_es": "Más pequeño que un
+    # plato"}, ...] for the list datatypes; "name_<language>" as in_language reads columns.
     values = models.JSONField(_("choices"), default=list, blank=True)
 
     class Meta:
@@ -1016,6 +1027,23 @@ class ServiceAttribute(models.Model):
 
     def __str__(self):
         return f"{self.category}: {self.description}"
+
+    @property
+    def display_question(self) -> str:
+        return in_language(self, "description")
+
+    @property
+    def display_hint(self) -> str:
+        return in_language(self, "datatype_description")
+
+    def display_choices(self) -> list[tuple[str, str]]:
+        """(key, name) of a list question's choices, named in the active language."""
+        choices = self.values if isinstance(self.values, list) else []
+        return [
+            (str(c["key"]), str(c.get(f"name_{_language()}") or c.get("name") or c["key"]))
+            for c in choices
+            if isinstance(c, dict) and "key" in c
+        ]
 
     def answer_value(self, values: list[str]):
         """What is stored for the reporter's answer `values` (each as typed): the chosen

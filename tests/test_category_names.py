@@ -74,3 +74,34 @@ def test_a_spanish_reporters_email_names_the_category_in_spanish(bache):
     notification_send(Notification.objects.get(request=request).pk)
     (sent,) = mail.outbox
     assert "(Bache)" in sent.body and "Pothole" not in sent.body
+
+
+def test_a_categorys_questions_are_asked_in_the_residents_language(client, bache):
+    from requests_app.models import ServiceAttribute
+
+    ServiceAttribute.objects.create(
+        category=bache,
+        code="size",
+        datatype=ServiceAttribute.Datatype.SINGLE,
+        description="How big is it?",
+        description_es="¿Qué tamaño tiene?",
+        datatype_description="Roughly",
+        datatype_description_es="Más o menos",
+        values=[
+            {"key": "small", "name": "Smaller than a plate", "name_es": "Más pequeño que un plato"},
+            {"key": "large", "name": "Wider than a tyre"},  # no Spanish: the English
+        ],
+    )
+    english = client.get("/report/?category=pothole").content.decode()
+    assert "How big is it?" in english and "Smaller than a plate" in english
+    form = spanish(client).get("/report/?category=pothole").content.decode()
+    assert "¿Qué tamaño tiene?" in form and "Más o menos" in form
+    assert "Más pequeño que un plato" in form and "Wider than a tyre" in form
+    assert "How big is it?" not in form
+    # The API's service definition stays as the city wrote it.
+    definition = client.get("/open311/v2/services/pothole.json").json()
+    assert definition["attributes"][0]["description"] == "How big is it?"
+    assert definition["attributes"][0]["values"][0] == {
+        "key": "small",
+        "name": "Smaller than a plate",
+    }

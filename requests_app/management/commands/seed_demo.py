@@ -83,6 +83,45 @@ DEMO_QUESTIONS = {
     ],
 }
 
+# The same questions in Spanish: (question, hint, {choice key: name}).
+DEMO_QUESTIONS_ES = {
+    ("pothole", "size"): (
+        "¿Qué tamaño tiene?",
+        "",
+        {
+            "small": "Más pequeño que un plato",
+            "medium": "Como la rueda de un coche",
+            "large": "Más ancho que la rueda de un coche",
+        },
+    ),
+    ("pothole", "where"): (
+        "¿Dónde está?",
+        "",
+        {
+            "traffic-lane": "En un carril de tráfico",
+            "bike-lane": "En un carril bici",
+            "crosswalk": "En un paso de peatones",
+            "curb": "Junto al bordillo",
+        },
+    ),
+    ("streetlight", "pole-number"): (
+        "El número de la farola, si lo ves",
+        "Suele estar en una placa pequeña a la altura de los ojos",
+        {},
+    ),
+    ("illegal-dumping", "items"): (
+        "¿Qué dejaron allí?",
+        "Elige todo lo que corresponda",
+        {
+            "furniture": "Muebles o colchones",
+            "tires": "Neumáticos",
+            "construction": "Escombros de obra",
+            "household": "Bolsas de basura doméstica",
+            "hazardous": "Pintura, aceite o productos químicos",
+        },
+    ),
+}
+
 DEMO_PASSWORD = "civicdesk-demo"
 
 DEPARTMENTS = {
@@ -548,15 +587,21 @@ class Command(BaseCommand):
         for code, attributes in DEMO_QUESTIONS.items():
             category = ServiceCategory.objects.get(code=code)
             for order, (attribute, datatype, question, hint, values) in enumerate(attributes, 1):
+                question_es, hint_es, names_es = DEMO_QUESTIONS_ES[code, attribute]
                 ServiceAttribute.objects.update_or_create(
                     category=category,
                     code=attribute,
                     defaults={
                         "datatype": Datatype(datatype),
                         "description": question,
+                        "description_es": question_es,
                         "datatype_description": hint,
+                        "datatype_description_es": hint_es,
                         "order": order,
-                        "values": [{"key": key, "name": name} for key, name in values],
+                        "values": [
+                            {"key": key, "name": name, "name_es": names_es[key]}
+                            for key, name in values
+                        ],
                     },
                 )
 
