@@ -7,6 +7,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from requests_app.models import StaffRole
+
+from .factories import staff_user
 from .test_work_orders import crew, order  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +89,16 @@ def test_directions_links_keep_decimal_points_in_spanish(client, crew, order):  
     ).content.decode()
     assert 'href="geo:42.3601,-71.0589"' in body
     assert "route=%3B42.3601%2C-71.0589" in body
+
+
+def test_directors_dashboard_has_the_staff_header(client):
+    director = staff_user("dora", StaffRole.DIRECTOR)
+    client.force_login(director)
+    header = _header(client.get(reverse("dashboard:home")))
+    assert f'href="{reverse("dashboard:home")}" aria-current="page"' in header
+    assert f'href="{reverse("admin:requests_app_servicerequest_changelist")}"' in header
+    assert f'href="{reverse("requests_app:report")}"' not in header
+    assert f'href="{reverse("crew:my_work")}"' not in header
+    next_url = re.search(r'name="next" value="([^"]+)"', header)
+    assert next_url[1] == reverse("admin:requests_app_servicerequest_changelist")
+    assert "dora" in header and 'class="sign-out"' in header
