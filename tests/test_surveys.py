@@ -245,3 +245,16 @@ def test_a_requests_life_sends_the_expected_emails_once_each_in_order(
         assert message["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     review = ReviewTask.objects.get()
     assert (review.request_id, review.rating, review.comment) == (request.pk, 2, "Slow")
+
+
+@pytest.mark.parametrize("public", [True, False], ids=["public", "withdrawn"])
+def test_the_thanks_page_links_to_where_the_reporter_can_see_the_report(survey, client, public):
+    request = survey.request
+    if not public:
+        request.withdraw_by_reporter()
+    page = client.post(survey_path(survey), {"rating": "5", "fixed": "yes"}).content.decode()
+    link = re.search(r'<a href="([^"]+)">See the report</a>', page)[1]
+    if public:
+        assert link == request.get_absolute_url()
+    else:  # its status page answers 404 now; My requests shows it to its reporter
+        assert link == f"/my/#{request.tracking_number}"
