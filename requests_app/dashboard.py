@@ -58,8 +58,8 @@ from django.db.models.functions import Floor, Round, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
+from django.utils.translation import get_language, pgettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext
 
 from routing.models import District
 
@@ -417,11 +417,13 @@ def _once_per_refresh(state, name, filters, compute):
     Figures read from the rollups and their facts change only when the refresh runs, so
     keeping them until the next one (in this process's cache) makes nothing staler. The
     first view after each refresh computes them: see bench/dashboard.py for that cost.
+    Kept per language too: the rows carry names and labels in the reader's.
     """
     key = ":".join(
         [
             "dashboard",
             name,
+            get_language() or "",
             str(state.refreshed_at.timestamp()),
             str(_backlog_day(filters, timezone.now())),
             filters.query_string(),

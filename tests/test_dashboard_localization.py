@@ -107,3 +107,19 @@ def test_map_script_gets_its_words_the_city_clock_and_the_language(
     assert spanish["text"].keys() == english["text"].keys()
     with translation.override("es"):
         assert spanish["text"]["loading"] == translation.gettext("Loading…")
+
+
+def test_breakdowns_kept_between_refreshes_keep_each_readers_language(
+    city,  # noqa: F811
+    director,  # noqa: F811
+    client,
+):
+    from requests_app.models import ServiceCategory
+    from requests_app.rollups import rollups_refresh
+
+    ServiceCategory.objects.filter(code="pothole").update(name_es="Bache")
+    rollups_refresh(rebuild=True)  # the figures now come from the rollups, kept per refresh
+    client.force_login(director)
+    assert ">Bache<" in _dashboard(client, "es")
+    english = _dashboard(client, "en")
+    assert ">Pothole<" in english and "Bache" not in english
