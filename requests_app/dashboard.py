@@ -72,6 +72,7 @@ from .models import (
     ServiceCategory,
     ServiceRequest,
     Status,
+    in_language,
 )
 from .rollups import RequestFact
 
@@ -1245,6 +1246,11 @@ class PublicRow:
     median_response_hours: float | None
     median_resolution_hours: float | None
     suppressed: bool = False
+    label_es: str = ""  # a category's Spanish name; the open data keeps `label`
+
+    @property
+    def display_label(self) -> str:
+        return in_language(self, "label")
 
 
 TRANSPARENCY_DIMENSIONS = ("category", "district")
@@ -1313,6 +1319,7 @@ def transparency_table(public_requests, filters: Filters, dimension: str) -> lis
     c = _conditions(start, end, timezone.now())
     requests = filters.apply_dimensions(public_requests)
     key = {"category": "category__name", "district": "district__name"}[dimension]
+    names = (key, "category__name_es") if dimension == "category" else (key,)
     figures = {
         "received": Count("pk", filter=c["received"]),
         "completed_with_due": Count("pk", filter=c["completed"] & Q(due_at__isnull=False)),
@@ -1329,7 +1336,7 @@ def transparency_table(public_requests, filters: Filters, dimension: str) -> lis
         )
     counts = (
         requests.filter(c["received"] | c["completed"] | c["responded"])
-        .values(key)
+        .values(*names)
         .annotate(**figures)
         .filter(Q(received__gt=0) | Q(completed__gt=0))
         .order_by(key)
@@ -1351,6 +1358,7 @@ def transparency_table(public_requests, filters: Filters, dimension: str) -> lis
         rows.append(
             PublicRow(
                 label=name,
+                label_es=row.get("category__name_es") or "",
                 received=row["received"] if row["received"] >= k else None,
                 on_time_pct=round(100 * row["on_time"] / row["completed_with_due"], 1)
                 if row["completed_with_due"] >= k

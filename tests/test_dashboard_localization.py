@@ -123,3 +123,22 @@ def test_breakdowns_kept_between_refreshes_keep_each_readers_language(
     assert ">Bache<" in _dashboard(client, "es")
     english = _dashboard(client, "en")
     assert ">Pothole<" in english and "Bache" not in english
+
+
+def test_transparency_names_categories_in_the_readers_language_and_open_data_in_english(
+    city,  # noqa: F811
+    client,
+    settings,
+):
+    from requests_app.models import ServiceCategory
+
+    settings.TRANSPARENCY_MIN_CELL = 1
+    ServiceCategory.objects.filter(code="pothole").update(name_es="Bache")
+    ServiceRequestFactory(category=city["pothole"])  # today: inside the last 365 days
+    query = {"days": "365"}
+    spanish = client.get(reverse("transparency:page"), query, HTTP_ACCEPT_LANGUAGE="es")
+    assert "<td>Bache</td>" in spanish.content.decode()
+    english = client.get(reverse("transparency:page"), query, HTTP_ACCEPT_LANGUAGE="en")
+    assert "<td>Pothole</td>" in english.content.decode()
+    data = client.get(reverse("transparency:csv"), query, HTTP_ACCEPT_LANGUAGE="es")
+    assert "category,Pothole," in data.content.decode() and "Bache" not in data.content.decode()
