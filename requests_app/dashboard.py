@@ -469,7 +469,8 @@ class Kpi:
         change = self.change
         if change is None:
             return "—"
-        return f"{change:+.1f} pts" if self.unit == "pct" else f"{change:+.1f} %"
+        signed = ("+" if change >= 0 else "−") + number_format(abs(change), 1)
+        return f"{signed} pts" if self.unit == "pct" else f"{signed} %"
 
     @property
     def trend(self):
@@ -481,17 +482,18 @@ class Kpi:
 
 
 def format_value(value, unit):
+    """A KPI as the reader writes numbers (decimal comma in Spanish)."""
     if value is None:
         return "—"
     if unit == "count":
-        return f"{value:,}"
+        return number_format(value, force_grouping=True)
     if unit == "pct":
-        return f"{value * 100:.1f} %"
+        return f"{number_format(value * 100, 1)} %"
     if unit == "hours":
-        return f"{value:.1f} h" if value < 48 else f"{value / 24:.1f} d"
+        return f"{number_format(value, 1)} h" if value < 48 else f"{number_format(value / 24, 1)} d"
     if unit == "money":
-        return f"{value:,.2f}"
-    return f"{value:.2f}"
+        return number_format(value, 2, force_grouping=True)
+    return number_format(value, 2)
 
 
 def period_figures(requests, filters: Filters, now=None) -> dict:

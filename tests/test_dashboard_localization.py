@@ -142,3 +142,14 @@ def test_transparency_names_categories_in_the_readers_language_and_open_data_in_
     assert "<td>Pothole</td>" in english.content.decode()
     data = client.get(reverse("transparency:csv"), query, HTTP_ACCEPT_LANGUAGE="es")
     assert "category,Pothole," in data.content.decode() and "Bache" not in data.content.decode()
+
+
+def test_kpis_are_written_as_the_reader_writes_numbers(city, director, client):  # noqa: F811
+    client.force_login(director)
+    kpi = re.compile(r'data-testid="kpi-([a-z_]+)-value">([^<]*)<')
+    english = dict(kpi.findall(_dashboard(client, "en")))
+    spanish = dict(kpi.findall(_dashboard(client, "es")))
+    decimals = [key for key, value in english.items() if re.search(r"\d\.\d", value)]
+    assert decimals, english  # some KPI has a decimal part to compare
+    for key in decimals:
+        assert spanish[key] == english[key].replace(".", ","), (key, spanish[key])
