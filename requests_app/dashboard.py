@@ -1113,12 +1113,15 @@ class Chart:
     empty: bool = True
 
 
-def svg_chart(rows, key, kind="bar", width=640, height=180) -> Chart:
+def svg_chart(rows, key, kind="bar", width=640, height=180, counts=False) -> Chart:
+    """`counts`: the values are whole numbers, so the axis is too (no "0.8 requests")."""
     chart = Chart(width=width, height=height)
     values = [row[key] for row in rows]
     present = [v for v in values if v is not None]
     chart.empty = not present or max(present) == 0
     top = max(present) if present and max(present) > 0 else 1
+    if counts:
+        top = 4 * math.ceil(top / 4)  # five ticks, each a whole number
     plot_w = width - chart.pad_left - 8
     plot_h = height - chart.pad_top - chart.pad_bottom
     step = plot_w / max(1, len(rows))

@@ -107,7 +107,7 @@ def dashboard_page(request):
             "kpis": dashboard.kpis(requests, filters),
             "breakdowns": breakdowns,
             "trend": trend,
-            "received_chart": dashboard.svg_chart(trend, "received", "bar"),
+            "received_chart": dashboard.svg_chart(trend, "received", "bar", counts=True),
             "resolution_chart": dashboard.svg_chart(trend, "median_resolution_hours", "line"),
             "hotspots": dashboard.hotspots(requests, filters),
             "admin_url": filters.admin_url(),

@@ -281,6 +281,9 @@ def test_weekly_trend_counts_and_medians(city, director):
     assert [row["median_resolution_hours"] for row in trend] == [87, 72]
     chart = dashboard.svg_chart(trend, "received")
     assert len(chart.bars) == 2 and chart.bars[1]["h"] > chart.bars[0]["h"]
+    # At most 3 a week: the count axis still reads in whole requests, not 0.8, 1.5 ...
+    counts = dashboard.svg_chart(trend, "received", counts=True)
+    assert [tick["label"] for tick in counts.ticks] == ["0", "1", "2", "3", "4"]
 
 
 def test_hotspots_find_repeated_reports_at_one_place(city, director):
