@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from requests_app.models import (
     Channel,
     Department,
+    ServiceAttribute,
     ServiceCategory,
     ServiceRequest,
     StaffProfile,
@@ -34,6 +35,31 @@ class CategoryFactory(factory.django.DjangoModelFactory):
     group = "Streets and sidewalks"
     department = factory.SubFactory(DepartmentFactory)
     sla_hours = 72
+
+
+class QuestionFactory(factory.django.DjangoModelFactory):
+    """A category's question: QuestionFactory(category=c, code=..., datatype=...)."""
+
+    class Meta:
+        model = ServiceAttribute
+
+    category = factory.SubFactory(CategoryFactory)
+    code = factory.Sequence(lambda n: f"question-{n}")
+    datatype = ServiceAttribute.Datatype.STRING
+    description = factory.Sequence(lambda n: f"Question {n}?")
+    order = 1
+
+
+def question(category, code, datatype, description, order, **options):
+    """QuestionFactory with the fields a test states, in the order it states them."""
+    return QuestionFactory(
+        category=category,
+        code=code,
+        datatype=datatype,
+        description=description,
+        order=order,
+        **options,
+    )
 
 
 class ServiceRequestFactory(factory.django.DjangoModelFactory):

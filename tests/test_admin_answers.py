@@ -3,6 +3,7 @@ page, whichever channel they came through: each question with its answer, choice
 in the questions' order."""
 
 import re
+from functools import partial
 
 import pytest
 from django.db import connection
@@ -13,6 +14,8 @@ from requests_app.models import Channel, ServiceAttribute
 from requests_app.open311 import Open311Submission, open311_submit
 from requests_app.services import Intake, request_submit
 
+from .factories import question
+
 pytestmark = pytest.mark.django_db
 
 Datatype = ServiceAttribute.Datatype
@@ -20,15 +23,7 @@ Datatype = ServiceAttribute.Datatype
 
 @pytest.fixture
 def questions(pothole):
-    def ask(code, datatype, description, order, **options):
-        return ServiceAttribute.objects.create(
-            category=pothole,
-            code=code,
-            datatype=datatype,
-            description=description,
-            order=order,
-            **options,
-        )
+    ask = partial(question, pothole)
 
     # Created out of order, so that the page's order is the questions' and not the rows'.
     return {

@@ -3,13 +3,14 @@ checked and stored as the Open311 API does, without JavaScript too, and without 
 report in a category that has none."""
 
 import re
+from functools import partial
 
 import pytest
 from django.urls import reverse
 
 from requests_app.models import AttributeAnswer, IntakeThrottle, ServiceAttribute, ServiceRequest
 
-from .factories import CITY_CENTER, CategoryFactory, ServiceRequestFactory
+from .factories import CITY_CENTER, CategoryFactory, ServiceRequestFactory, question
 from .test_portal import REPORT_URL, assert_typed_answers_kept, report_data
 
 pytestmark = pytest.mark.django_db
@@ -20,15 +21,7 @@ W3C = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
 
 @pytest.fixture
 def questions(pothole):
-    def ask(code, datatype, description, order, **options):
-        return ServiceAttribute.objects.create(
-            category=pothole,
-            code=code,
-            datatype=datatype,
-            description=description,
-            order=order,
-            **options,
-        )
+    ask = partial(question, pothole)
 
     return {
         "size": ask(
