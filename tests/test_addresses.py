@@ -670,3 +670,13 @@ def test_a_link_with_a_place_puts_the_pin_on_the_report_form(client, town):
     assert b'value="12 Elm Street"' in html and b"pick_address" not in html
     outside = client.get("/report/", {"lat": 40.7128, "lng": -74.006}).content
     assert b'name="lat" value="40.7' not in outside
+
+
+def test_demo_requests_sit_at_addresses_the_search_finds(db):
+    call_command("seed_demo", requests=25, verbosity=0)
+    gazetteer = {(a.address, round(a.lat, 6), round(a.lng, 6)) for a in Address.objects.all()}
+    requests = list(ServiceRequest.objects.all())
+    assert len(requests) == 25
+    for request in requests:
+        assert (request.address, request.lat, request.lng) in gazetteer, request.address
+    assert request.address in labels(address_search(request.address))

@@ -668,8 +668,32 @@ class Command(BaseCommand):
             priority=Priority.HIGH,
         )
 
+    def _place(self, rng) -> dict:
+        """Where a demo request is: an address of the demo gazetteer (seed_addresses), so
+        that its address is found by the address search and sits where its pin does."""
+        from routing.models import Address
+
+        if not hasattr(self, "_addresses"):
+            self._addresses = list(
+                Address.objects.values_list("address", "lat", "lng", "address_id", "zipcode")
+            )
+        if not self._addresses:
+            min_lng, min_lat, max_lng, max_lat = service_area.bounds()
+            return {
+                "lat": round(rng.uniform(min_lat + 0.01, max_lat - 0.01), 6),
+                "lng": round(rng.uniform(min_lng + 0.01, max_lng - 0.01), 6),
+                "address": f"{rng.randint(1, 400)} {rng.choice(STREETS)}",
+            }
+        address, lat, lng, address_id, zipcode = rng.choice(self._addresses)
+        return {
+            "lat": round(lat, 6),
+            "lng": round(lng, 6),
+            "address": address,
+            "address_id": address_id,
+            "zipcode": zipcode,
+        }
+
     def _request(self, rng, categories):
-        min_lng, min_lat, max_lng, max_lat = service_area.bounds()
         category, samples = rng.choice(categories)
         final = rng.choices([s for s, _ in STATE_MIX], weights=[w for _, w in STATE_MIX])[0]
         age = timedelta(hours=rng.uniform(0.5, 24 * 45))
@@ -679,9 +703,7 @@ class Command(BaseCommand):
         request = ServiceRequest(
             category=category,
             description=rng.choice(samples),
-            lat=round(rng.uniform(min_lat + 0.01, max_lat - 0.01), 6),
-            lng=round(rng.uniform(min_lng + 0.01, max_lng - 0.01), 6),
-            address=f"{rng.randint(1, 400)} {rng.choice(STREETS)}",
+            **self._place(rng),
             channel=rng.choices(
                 [Channel.WEB, Channel.PHONE, Channel.API, Channel.EMAIL, Channel.WALK_IN],
                 weights=[50, 25, 12, 8, 5],
