@@ -56,10 +56,10 @@ from django.db.models import (
 )
 from django.db.models.functions import Floor, Round, TruncWeek
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.formats import date_format, number_format
-from django.utils.translation import get_language, pgettext
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext
 
 from routing.models import District
 
@@ -418,13 +418,11 @@ def _once_per_refresh(state, name, filters, compute):
     Figures read from the rollups and their facts change only when the refresh runs, so
     keeping them until the next one (in this process's cache) makes nothing staler. The
     first view after each refresh computes them: see bench/dashboard.py for that cost.
-    Kept per language too: the rows carry names and labels in the reader's.
     """
     key = ":".join(
         [
             "dashboard",
             name,
-            get_language() or "",
             str(state.refreshed_at.timestamp()),
             str(_backlog_day(filters, timezone.now())),
             filters.query_string(),
@@ -890,12 +888,17 @@ DIMENSIONS = {
 class BreakdownRow:
     key: int | None
     label: str
+    label_es: str = ""  # kept between refreshes, so read in any language (display_label)
     received: int = 0
     backlog: int = 0
     resolved: int = 0
     on_time_pct: float | None = None
     median_resolution_hours: float | None = None
     admin_url: str = ""
+
+    @property
+    def display_label(self) -> str:
+        return in_language(self, "label")
 
 
 def breakdown(requests, filters: Filters, dimension: str, now=None) -> list[BreakdownRow]:
@@ -922,10 +925,17 @@ def _breakdown(requests, filters, dimension, now, state):
     keys = set(by_key) | set(compliance) | set(medians)
     # select_related(): a crew names its department.
     objects = model.objects.select_related().filter(pk__in=[k for k in keys if k])
-    names = {obj.pk: str(obj) for obj in objects}
+    with translation.override(settings.LANGUAGE_CODE):
+        names = {obj.pk: str(obj) for obj in objects}
+    with translation.override("es"):
+        names_es = {obj.pk: str(obj) for obj in objects}
     rows = []
     for key in keys:
-        row = BreakdownRow(key=key, label=names.get(key, "—") if key else _("(none)"))
+        row = BreakdownRow(
+            key=key,
+            label=names.get(key, "—") if key else _("(none)"),
+            label_es=names_es.get(key, "") if key else "",
+        )
         if key in by_key:
             row.received = by_key[key]["received"]
             row.backlog = by_key[key]["backlog"]
