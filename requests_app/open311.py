@@ -24,7 +24,7 @@ import math
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import wraps
 
@@ -45,7 +45,6 @@ from . import moderation, service_area
 from .models import (
     OPEN_STATUSES,
     ApiClient,
-    AttributeAnswer,
     Channel,
     CloseReason,
     Comment,
@@ -829,13 +828,12 @@ class Open311Submission:
     address_id: str = ""
     device_id: str = ""
     account_id: str = ""
-    answers: dict = field(default_factory=dict)  # ServiceAttribute → value
 
 
 def open311_submit(submission: Open311Submission) -> ServiceRequest:
     """The portal's intake, plus what only Open311 carries, in one transaction.
 
-    request_submit's Intake has no place for these yet, so they are written right after it;
+    request_submit's Intake has no place for these, so they are written right after it;
     routing and emails are enqueued on commit, by when everything is in place.
     """
     with transaction.atomic():
@@ -849,10 +847,6 @@ def open311_submit(submission: Open311Submission) -> ServiceRequest:
         ServiceRequest.objects.filter(pk=service_request.pk).update(**extra)
         for name, value in extra.items():
             setattr(service_request, name, value)
-        AttributeAnswer.objects.bulk_create(
-            AttributeAnswer(request=service_request, attribute=attribute, value=value)
-            for attribute, value in submission.answers.items()
-        )
     return service_request
 
 
@@ -912,12 +906,12 @@ def _post_request(request, fmt):
             reporter_email=email,
             reporter_phone=_text(data, "phone", max_length=40),
             photos=photos,
+            answers=answers,
         ),
         api_client=client,
         address_id=address_id,
         device_id=_text(data, "device_id", max_length=100),
         account_id=_text(data, "account_id", max_length=100),
-        answers=answers,
     )
     service_request = open311_submit(submission)
     return render(

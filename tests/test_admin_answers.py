@@ -108,8 +108,8 @@ def test_dispatcher_sees_open311_answers(client, dispatcher, pothole, questions)
                 description="Deep pothole",
                 address="12 Main St",
                 channel=Channel.API,
+                answers={questions["size"]: "small", questions["hazards"]: ["bikes"]},
             ),
-            answers={questions["size"]: "small", questions["hazards"]: ["bikes"]},
         )
     )
     client.force_login(dispatcher)
