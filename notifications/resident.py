@@ -86,7 +86,7 @@ class MyRequest:
 
     request: "ServiceRequest"
     reported: bool
-    # Off the public pages and not withdrawn by the resident: staff hid it.
+    # Off the public pages because the resident withdrew it (else, if off them, staff hid it).
     withdrawn: bool
     # Only for a request off the public pages, whose status page answers 404.
     timeline: list

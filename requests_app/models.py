@@ -1036,13 +1036,16 @@ class ServiceAttribute(models.Model):
     def display_hint(self) -> str:
         return in_language(self, "datatype_description")
 
+    def _choices(self) -> list[dict]:
+        """A list question's choices that have a key (values is edited as free JSON)."""
+        choices = self.values if isinstance(self.values, list) else []
+        return [c for c in choices if isinstance(c, dict) and c.get("key") is not None]
+
     def display_choices(self) -> list[tuple[str, str]]:
         """(key, name) of a list question's choices, named in the active language."""
-        choices = self.values if isinstance(self.values, list) else []
         return [
             (str(c["key"]), str(c.get(f"name_{_language()}") or c.get("name") or c["key"]))
-            for c in choices
-            if isinstance(c, dict) and "key" in c
+            for c in self._choices()
         ]
 
     def answer_value(self, values: list[str]):
@@ -1090,12 +1093,7 @@ class ServiceAttribute(models.Model):
 
     def choice_names(self) -> dict[str, str]:
         """{key: name} of a list question's choices (the key where a choice has no name)."""
-        choices = self.values if isinstance(self.values, list) else []
-        return {
-            str(c.get("key")): str(c.get("name") or c.get("key"))
-            for c in choices
-            if isinstance(c, dict)
-        }
+        return {str(c["key"]): str(c.get("name") or c["key"]) for c in self._choices()}
 
     def answer_text(self, value) -> str:
         """A stored answer as staff read it: choices by their names, all of a multivaluelist's

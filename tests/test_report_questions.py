@@ -381,3 +381,20 @@ def test_a_report_with_answers_adds_only_the_statement_that_stores_them(
 
     with django_assert_num_queries(8 + 1):
         assert client.post(REPORT_URL, data).status_code == 302
+
+
+def test_a_choice_without_a_key_is_no_answer(pothole):
+    # values is edited as free JSON in the admin; a choice missing its key offers nothing.
+    asked = question(
+        pothole,
+        "size",
+        Datatype.SINGLE,
+        "How big is it?",
+        1,
+        values=[{"name": "Keyless"}, {"key": "small", "name": "Small"}],
+    )
+    assert asked.choice_names() == {"small": "Small"}
+    assert asked.display_choices() == [("small", "Small")]
+    with pytest.raises(ValueError):
+        asked.answer_value(["None"])
+    assert asked.answer_value(["small"]) == "small"
