@@ -20,9 +20,7 @@ class _Cache:
     by_pk: dict = {}
 
 
-def active_category(pk):
-    """The active category `pk`, with its service level and its questions (`attributes`,
-    in their order) loaded, or None."""
+def _loaded() -> dict:
     from .models import ServiceCategory
 
     now = time.monotonic()
@@ -30,7 +28,18 @@ def active_category(pk):
         categories = ServiceCategory.objects.active().with_service_level()
         _Cache.by_pk = {c.pk: c for c in categories.prefetch_related("attributes")}
         _Cache.loaded_at = now
-    return _Cache.by_pk.get(pk)
+    return _Cache.by_pk
+
+
+def active_category(pk):
+    """The active category `pk`, with its service level and its questions (`attributes`,
+    in their order) loaded, or None."""
+    return _loaded().get(pk)
+
+
+def active_categories() -> list:
+    """Every active category, loaded as active_category loads one, in the category order."""
+    return list(_loaded().values())
 
 
 def forget(**kwargs):

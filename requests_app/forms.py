@@ -7,7 +7,7 @@ from django.utils.choices import CallableChoiceIterator
 from django.utils.translation import gettext_lazy as _
 
 from . import service_area
-from .category_cache import active_category
+from .category_cache import active_categories, active_category
 from .models import ServiceAttribute, ServiceCategory, ServiceRequest
 from .open311 import MAX_DESCRIPTION
 from .photos import PhotoRejected, process_photo
@@ -26,13 +26,23 @@ class MultiplePhotoField(forms.FileField):
         return [super(MultiplePhotoField, self).clean(f, initial) for f in files]
 
 
+def category_groups(categories) -> list[tuple[str, list]]:
+    """[(group name, its categories)] of categories listed by group, the group named in
+    the reader's language. Grouped by the group the city lists them by, so that a Spanish
+    group name left empty or spelled otherwise on one category cannot split its group."""
+    groups = []
+    for _group, members in groupby(categories, key=lambda c: c.group):
+        members = list(members)
+        groups.append((members[0].display_group, members))
+    return groups
+
+
 def grouped_category_choices():
     """Categories in <optgroup>s by their group, as residents look for them."""
-    categories = ServiceCategory.objects.active().order_by("group", "name")
-    choices = [("", _("Choose what the problem is"))]
-    for group, members in groupby(categories, key=lambda c: c.display_group):
-        choices.append((group, [(c.pk, c.display_name) for c in members]))
-    return choices
+    return [("", _("Choose what the problem is"))] + [
+        (group, [(c.pk, c.display_name) for c in members])
+        for group, members in category_groups(active_categories())
+    ]
 
 
 class ActiveCategoryField(forms.ModelChoiceField):
@@ -74,12 +84,11 @@ def questions_of_active_categories() -> list:
     """[(category, questions)] for every active category that has any, in the order of
     the category list: what the report form shows (all of them, for the resident without
     JavaScript who may still change the category)."""
-    attributes = (
-        ServiceAttribute.objects.filter(category__is_active=True)
-        .select_related("category")
-        .order_by("category__group", "category__name", "category", "order", "pk")
-    )
-    return [(c, list(qs)) for c, qs in groupby(attributes, key=lambda a: a.category)]
+    return [
+        (category, list(category.attributes.all()))
+        for category in active_categories()
+        if category.attributes.all()
+    ]
 
 
 def question_field_name(attribute) -> str:

@@ -4,7 +4,7 @@ import json
 from functools import lru_cache
 
 from django.conf import settings
-from shapely.geometry import Point, box, shape
+from shapely.geometry import Point, box, mapping, shape
 from shapely.prepared import prep
 
 
@@ -32,5 +32,13 @@ def bounds() -> tuple[float, float, float, float]:
     return _area()[0].bounds
 
 
+@lru_cache(maxsize=1)
+def polygon_geojson() -> dict | None:
+    """The configured polygon as GeoJSON, for a map that checks places itself; None when
+    the area is the bounding box, which bounds() already gives."""
+    return mapping(_area()[0]) if settings.SERVICE_AREA_GEOJSON else None
+
+
 def clear_cache():
     _area.cache_clear()
+    polygon_geojson.cache_clear()

@@ -1,8 +1,6 @@
 import ipaddress
 from datetime import timedelta
-from itertools import groupby
 
-import shapely.geometry
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
@@ -30,6 +28,7 @@ from .forms import (
     NearbyQueryForm,
     ReportForm,
     TrackingLookupForm,
+    category_groups,
 )
 from .models import Channel, Comment, IntakeThrottle, Photo, ServiceCategory, ServiceRequest
 from .services import Intake, request_submit
@@ -81,9 +80,7 @@ def _report_map_settings():
     that a place is outside the area served: the bounds only say so for a box, so a
     configured polygon comes too. The form checks the position again when it is sent."""
     report_settings = _map_settings()
-    report_settings["area"] = (
-        shapely.geometry.mapping(service_area._area()[0]) if settings.SERVICE_AREA_GEOJSON else None
-    )
+    report_settings["area"] = service_area.polygon_geojson()
     city = {"city": settings.CITY_NAME}
     report_settings["text"].update(
         outside=_(
@@ -109,9 +106,7 @@ def home(request):
         request,
         "requests_app/home.html",
         {
-            "category_groups": [
-                (g, list(cs)) for g, cs in groupby(categories, lambda c: c.display_group)
-            ],
+            "category_groups": category_groups(categories),
             "lookup_form": TrackingLookupForm(),
             "service_notices": current_notices,
             "map_cells": _open_request_cells(),

@@ -105,3 +105,12 @@ def test_a_categorys_questions_are_asked_in_the_residents_language(client, bache
         "key": "small",
         "name": "Smaller than a plate",
     }
+
+
+def test_a_group_name_left_empty_on_one_category_does_not_split_its_group(client, bache):
+    CategoryFactory(
+        code="sidewalk", name="Damaged sidewalk", group=bache.group, department=bache.department
+    )
+    form = spanish(client).get("/report/").content.decode()
+    assert form.count('<optgroup label="Calles y aceras">') == 1
+    assert ">Damaged sidewalk</option>" in form
