@@ -33,7 +33,8 @@ def category_groups(categories) -> list[tuple[str, list]]:
     groups = []
     for _group, members in groupby(categories, key=lambda c: c.group):
         members = list(members)
-        groups.append((members[0].display_group, members))
+        translated = (m.display_group for m in members if m.display_group != m.group)
+        groups.append((next(translated, members[0].group), members))
     return groups
 
 
