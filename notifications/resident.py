@@ -74,6 +74,14 @@ def withdrawn_by_reporter(request_ids) -> set[int]:
     return {request_id for request_id, withdrawn in latest.items() if withdrawn}
 
 
+def reporter_request_path(service_request) -> str:
+    """Where its reporter follows `service_request`: its status page while it is public,
+    else its place in "My requests"."""
+    if service_request.is_public:
+        return service_request.get_absolute_url()
+    return my_request_path(service_request)
+
+
 def my_request_path(service_request) -> str:
     """The request's place in "My requests": where its reporter follows it once it is off
     the public pages (its status page answers 404 then)."""

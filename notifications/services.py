@@ -39,7 +39,7 @@ from .models import (
     ServiceNotice,
     SuppressedAddress,
 )
-from .resident import my_request_path, resident_requests
+from .resident import reporter_request_path, resident_requests
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +227,8 @@ def request_follow_url(request, recipient: Recipient) -> str:
     reporter's: "My requests" shows it to them after an emailed sign-in. A follower gets
     no link: the request is not theirs to see any more.
     """
-    if request.is_public:
-        return absolute_url(request.get_absolute_url())
-    if recipient.is_reporter:
-        return absolute_url(my_request_path(request))
+    if request.is_public or recipient.is_reporter:
+        return absolute_url(reporter_request_path(request))
     return ""
 
 

@@ -2,6 +2,8 @@ from django.core import signing
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from notifications.resident import reporter_request_path
+
 from .forms import SurveyForm
 from .links import read_survey_token
 from .models import Survey
@@ -30,7 +32,11 @@ def answer(request, token):
                 is_fixed=form.is_fixed,
                 comment=form.cleaned_data["comment"],
             )
-            return render(request, "surveys/thanks.html", {"survey": survey})
+            return render(
+                request,
+                "surveys/thanks.html",
+                {"survey": survey, "report_url": reporter_request_path(survey.request)},
+            )
     else:
         fixed = {True: "yes", False: "no"}.get(survey.is_fixed)
         initial = {
