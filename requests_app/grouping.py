@@ -283,11 +283,12 @@ class Match:
     score: float
 
     def reasons(self) -> str:
+        # The city's own names (as its group is): a staff note, whatever the reporter's language.
         category = (
-            _("same category (%(c)s)") % {"c": self.candidate.category}
+            _("same category (%(c)s)") % {"c": self.candidate.category.name}
             if self.same_category
             else _("same group (%(g)s: %(c)s)")
-            % {"g": self.candidate.category.group, "c": self.candidate.category}
+            % {"g": self.candidate.category.group, "c": self.candidate.category.name}
         )
         return _(
             "%(distance)d m from %(other)s, reported %(apart)s later, %(category)s, "
